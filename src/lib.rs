@@ -1,0 +1,12 @@
+//! WebSocket upgrades as tower middleware, on a strict and fast RFC 6455 engine.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod proto;
+
+pub use error::{Error, ErrorKind, ProtocolError, Result};
+pub use proto::{
+    CloseCode, CloseFrame, Closer, Config, MAX_REASON_LEN, Message, OpCode, ReadHalf, Role,
+    Utf8Bytes, WebSocket, WriteHalf,
+};

@@ -1,0 +1,203 @@
+//! Fragment reassembly (RFC 6455 section 5.4): which frame may follow which, the message size
+//! limit, and UTF-8 validation of text as it arrives.
+
+use bytes::{Bytes, BytesMut};
+
+use super::frame::{FrameHeader, OpCode};
+use super::message::{Message, Utf8Bytes};
+use super::utf8::Utf8Validator;
+use crate::error::ProtocolError;
+
+/// The type of the data message in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Binary,
+}
+
+/// Reassembles data frames into messages.
+#[derive(Debug, Default)]
+pub(crate) struct Assembler {
+    /// The message in progress, from its first frame's header until its last frame's payload.
+    kind: Option<Kind>,
+    /// Payload of the message's earlier fragments. Empty (and unallocated) for single-frame
+    /// messages, which are handed over without a copy.
+    fragments: BytesMut,
+    utf8: Utf8Validator,
+}
+
+impl Assembler {
+    /// Checks a data frame's header against the message in progress and the size limit, and
+    /// starts a new message if the frame begins one.
+    ///
+    /// # Errors
+    ///
+    /// A continuation with nothing to continue, a new message inside a fragmented one, or a
+    /// message that would exceed `max_message_size`.
+    pub(crate) fn begin_frame(
+        &mut self,
+        header: &FrameHeader,
+        max_message_size: u64,
+    ) -> Result<(), ProtocolError> {
+        match (header.opcode, self.kind) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation);
+            }
+            (OpCode::Text, None) => self.kind = Some(Kind::Text),
+            (OpCode::Binary, None) => self.kind = Some(Kind::Binary),
+            _ => {}
+        }
+        let size = (self.fragments.len() as u64).saturating_add(header.payload_len);
+        if size > max_message_size {
+            return Err(ProtocolError::MessageTooLarge {
+                size,
+                limit: max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the frame being read belongs to a text message (and so is validated as it
+    /// arrives).
+    pub(crate) fn in_text(&self) -> bool {
+        self.kind == Some(Kind::Text)
+    }
+
+    /// Validates newly arrived (unmasked) bytes of a text message.
+    pub(crate) fn check_text(&mut self, bytes: &[u8]) -> Result<(), ProtocolError> {
+        self.utf8
+            .feed(bytes)
+            .map_err(|_| ProtocolError::InvalidUtf8)
+    }
+
+    /// Takes a data frame's complete payload; returns the message when `fin` ends it.
+    ///
+    /// # Errors
+    ///
+    /// Text that ends inside a UTF-8 sequence.
+    pub(crate) fn end_frame(
+        &mut self,
+        fin: bool,
+        payload: Bytes,
+    ) -> Result<Option<Message>, ProtocolError> {
+        if !fin {
+            self.fragments.extend_from_slice(&payload);
+            return Ok(None);
+        }
+        let data = if self.fragments.is_empty() {
+            payload
+        } else {
+            self.fragments.extend_from_slice(&payload);
+            std::mem::take(&mut self.fragments).freeze()
+        };
+        Ok(Some(match self.kind.take() {
+            Some(Kind::Text) => {
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                Message::Text(Utf8Bytes::from_validated(data))
+            }
+            _ => Message::Binary(data),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(opcode: OpCode, fin: bool, len: u64) -> FrameHeader {
+        FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask: None,
+            payload_len: len,
+        }
+    }
+
+    fn feed(
+        a: &mut Assembler,
+        opcode: OpCode,
+        fin: bool,
+        data: &[u8],
+    ) -> Result<Option<Message>, ProtocolError> {
+        a.begin_frame(&header(opcode, fin, data.len() as u64), 100)?;
+        if a.in_text() {
+            a.check_text(data)?;
+        }
+        a.end_frame(fin, Bytes::copy_from_slice(data))
+    }
+
+    #[test]
+    fn single_frame_messages_are_not_copied() {
+        let mut a = Assembler::default();
+        let payload = Bytes::from_static(b"hello");
+        a.begin_frame(&header(OpCode::Binary, true, 5), 100)
+            .unwrap();
+        let msg = a.end_frame(true, payload.clone()).unwrap().unwrap();
+        let Message::Binary(data) = msg else { panic!() };
+        assert_eq!(data.as_ptr(), payload.as_ptr());
+    }
+
+    #[test]
+    fn fragments_join_into_one_message() {
+        let mut a = Assembler::default();
+        assert_eq!(feed(&mut a, OpCode::Text, false, "κό".as_bytes()), Ok(None));
+        // Split inside the multi-byte sequence of 'σ'.
+        assert_eq!(feed(&mut a, OpCode::Continuation, false, b"\xcf"), Ok(None));
+        let msg = feed(&mut a, OpCode::Continuation, true, b"\x83\xce\xbc\xce\xb5");
+        assert_eq!(msg, Ok(Some(Message::text("κόσμε"))));
+    }
+
+    #[test]
+    fn continuation_without_a_message_is_rejected() {
+        let mut a = Assembler::default();
+        assert_eq!(
+            feed(&mut a, OpCode::Continuation, true, b"x"),
+            Err(ProtocolError::UnexpectedContinuation)
+        );
+    }
+
+    #[test]
+    fn new_message_inside_a_fragmented_one_is_rejected() {
+        let mut a = Assembler::default();
+        feed(&mut a, OpCode::Binary, false, b"x").unwrap();
+        assert_eq!(
+            feed(&mut a, OpCode::Text, true, b"y"),
+            Err(ProtocolError::ExpectedContinuation)
+        );
+    }
+
+    #[test]
+    fn message_size_counts_every_fragment() {
+        let mut a = Assembler::default();
+        feed(&mut a, OpCode::Binary, false, &[0; 60]).unwrap();
+        assert_eq!(
+            a.begin_frame(&header(OpCode::Continuation, true, 41), 100),
+            Err(ProtocolError::MessageTooLarge {
+                size: 101,
+                limit: 100
+            })
+        );
+    }
+
+    #[test]
+    fn text_ending_inside_a_sequence_is_rejected_at_fin() {
+        let mut a = Assembler::default();
+        assert_eq!(feed(&mut a, OpCode::Text, false, b"ok \xe2\x82"), Ok(None));
+        assert_eq!(
+            feed(&mut a, OpCode::Continuation, true, b""),
+            Err(ProtocolError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn invalid_text_fails_in_the_first_bad_fragment() {
+        let mut a = Assembler::default();
+        assert_eq!(feed(&mut a, OpCode::Text, false, b"fine"), Ok(None));
+        assert_eq!(
+            feed(&mut a, OpCode::Continuation, false, b"\xed\xa0\x80"),
+            Err(ProtocolError::InvalidUtf8)
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! Frame headers (RFC 6455 section 5.2): decoding with every header-level rule checked as soon
+//! as the bytes that carry it have arrived, and encoding into a fixed 14-byte array.
+//!
+//! ```text
+//!  0               1               2               3
+//!  0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7
+//! +-+-+-+-+-------+-+-------------+-------------------------------+
+//! |F|R|R|R| opcode|M| Payload len |    Extended payload length    |
+//! |I|S|S|S|  (4)  |A|     (7)     |             (16/64)           |
+//! |N|V|V|V|       |S|             |   (if payload len==126/127)   |
+//! | |1|2|3|       |K|             |                               |
+//! +-+-+-+-+-------+-+-------------+ - - - - - - - - - - - - - - - +
+//! |     Extended payload length continued, if payload len == 127  |
+//! + - - - - - - - - - - - - - - - +-------------------------------+
+//! |                               |Masking-key, if MASK set to 1  |
+//! +-------------------------------+-------------------------------+
+//! ```
+//!
+//! No IO and no allocation happen here.
+
+use crate::error::ProtocolError;
+
+/// The largest header: 2 bytes, an 8-byte extended length and a 4-byte masking key.
+pub(crate) const MAX_HEADER_LEN: usize = 14;
+
+/// The largest payload a control frame may carry.
+pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// A frame's opcode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpCode {
+    /// Continues a fragmented message.
+    Continuation,
+    /// The first frame of a text message.
+    Text,
+    /// The first frame of a binary message.
+    Binary,
+    /// A close frame.
+    Close,
+    /// A ping.
+    Ping,
+    /// A pong.
+    Pong,
+}
+
+impl OpCode {
+    /// The opcode's 4-bit value on the wire.
+    pub const fn as_u8(self) -> u8 {
+        match self {
+            Self::Continuation => 0x0,
+            Self::Text => 0x1,
+            Self::Binary => 0x2,
+            Self::Close => 0x8,
+            Self::Ping => 0x9,
+            Self::Pong => 0xa,
+        }
+    }
+
+    /// Parses a 4-bit opcode; reserved values are `None`.
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            0x0 => Self::Continuation,
+            0x1 => Self::Text,
+            0x2 => Self::Binary,
+            0x8 => Self::Close,
+            0x9 => Self::Ping,
+            0xa => Self::Pong,
+            _ => return None,
+        })
+    }
+
+    /// Whether this is a control opcode (close, ping or pong).
+    pub const fn is_control(self) -> bool {
+        matches!(self, Self::Close | Self::Ping | Self::Pong)
+    }
+}
+
+/// A decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    pub(crate) fin: bool,
+    /// RSV1..RSV3 in the low three bits (RSV1 is `0b100`).
+    pub(crate) rsv: u8,
+    pub(crate) opcode: OpCode,
+    pub(crate) mask: Option<[u8; 4]>,
+    pub(crate) payload_len: u64,
+}
+
+/// What the reader accepts; everything else is a protocol violation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderRules {
+    /// Frames must be masked (we are the server) or unmasked (we are the client).
+    pub(crate) expect_masked: bool,
+    /// RSV bits an extension has claimed; any other set bit fails the connection.
+    pub(crate) allowed_rsv: u8,
+    /// Largest payload accepted in one frame.
+    pub(crate) max_frame_size: u64,
+}
+
+/// Decodes the header at the start of `buf`.
+///
+/// Returns `Ok(None)` while more bytes are needed, and the header with its encoded length once it
+/// is complete. Rules that depend only on the first two bytes are checked as soon as those two
+/// bytes are present, before the extended length or key has arrived.
+///
+/// # Errors
+///
+/// The protocol rule the header breaks.
+pub(crate) fn decode_header(
+    buf: &[u8],
+    rules: &HeaderRules,
+) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+    let [b0, b1, rest @ ..] = buf else {
+        return Ok(None);
+    };
+    let (b0, b1) = (*b0, *b1);
+    let fin = b0 & 0x80 != 0;
+    let rsv = (b0 >> 4) & 0b111;
+    if rsv & !rules.allowed_rsv != 0 {
+        return Err(ProtocolError::ReservedBits(rsv));
+    }
+    let opcode = OpCode::from_u8(b0 & 0x0f).ok_or(ProtocolError::ReservedOpCode(b0 & 0x0f))?;
+    let masked = b1 & 0x80 != 0;
+    let len7 = b1 & 0x7f;
+    if opcode.is_control() {
+        if !fin {
+            return Err(ProtocolError::FragmentedControlFrame);
+        }
+        if usize::from(len7) > MAX_CONTROL_PAYLOAD {
+            return Err(ProtocolError::ControlFrameTooLong);
+        }
+    }
+    if masked != rules.expect_masked {
+        return Err(if masked {
+            ProtocolError::MaskedFrameFromServer
+        } else {
+            ProtocolError::UnmaskedFrameFromClient
+        });
+    }
+    let (payload_len, rest) = match len7 {
+        126 => {
+            let Some((ext, rest)) = rest.split_first_chunk::<2>() else {
+                return Ok(None);
+            };
+            (u64::from(u16::from_be_bytes(*ext)), rest)
+        }
+        127 => {
+            let Some((ext, rest)) = rest.split_first_chunk::<8>() else {
+                return Ok(None);
+            };
+            let len = u64::from_be_bytes(*ext);
+            if len >> 63 != 0 {
+                return Err(ProtocolError::PayloadLengthTopBit);
+            }
+            (len, rest)
+        }
+        n => (u64::from(n), rest),
+    };
+    if payload_len > rules.max_frame_size {
+        return Err(ProtocolError::FrameTooLarge {
+            size: payload_len,
+            limit: rules.max_frame_size,
+        });
+    }
+    let mask = if masked {
+        let Some((key, _)) = rest.split_first_chunk::<4>() else {
+            return Ok(None);
+        };
+        Some(*key)
+    } else {
+        None
+    };
+    let header_len = buf.len() - rest.len() + if masked { 4 } else { 0 };
+    Ok(Some((
+        FrameHeader {
+            fin,
+            rsv,
+            opcode,
+            mask,
+            payload_len,
+        },
+        header_len,
+    )))
+}
+
+/// Encodes a header into `out` and returns how many bytes of it are used.
+pub(crate) fn encode_header(header: &FrameHeader, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
+    out[0] = (u8::from(header.fin) << 7) | ((header.rsv & 0b111) << 4) | header.opcode.as_u8();
+    let mask_bit = if header.mask.is_some() { 0x80 } else { 0 };
+    let len = header.payload_len;
+    let mut n = if let Ok(len7 @ 0..=125) = u8::try_from(len) {
+        out[1] = mask_bit | len7;
+        2
+    } else if let Ok(len16) = u16::try_from(len) {
+        out[1] = mask_bit | 0x7e;
+        out[2..4].copy_from_slice(&len16.to_be_bytes());
+        4
+    } else {
+        out[1] = mask_bit | 0x7f;
+        out[2..10].copy_from_slice(&len.to_be_bytes());
+        10
+    };
+    if let Some(key) = header.mask {
+        out[n..n + 4].copy_from_slice(&key);
+        n += 4;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVER: HeaderRules = HeaderRules {
+        expect_masked: true,
+        allowed_rsv: 0,
+        max_frame_size: u64::MAX,
+    };
+    const CLIENT: HeaderRules = HeaderRules {
+        expect_masked: false,
+        ..SERVER
+    };
+
+    fn header(opcode: OpCode, len: u64, mask: Option<[u8; 4]>) -> FrameHeader {
+        FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: len,
+        }
+    }
+
+    #[test]
+    fn headers_round_trip_at_every_length_boundary() {
+        let lens = [
+            0,
+            1,
+            125,
+            126,
+            127,
+            65_535,
+            65_536,
+            u64::from(u32::MAX) + 1,
+            (1 << 63) - 1,
+        ];
+        for len in lens {
+            for (mask, rules) in [(Some([1, 2, 3, 4]), SERVER), (None, CLIENT)] {
+                let h = header(OpCode::Binary, len, mask);
+                let mut out = [0; MAX_HEADER_LEN];
+                let n = encode_header(&h, &mut out);
+                let expected_len = match len {
+                    0..=125 => 2,
+                    126..=65_535 => 4,
+                    _ => 10,
+                } + if mask.is_some() { 4 } else { 0 };
+                assert_eq!(n, expected_len, "len {len}");
+                assert_eq!(
+                    decode_header(&out[..n], &rules),
+                    Ok(Some((h, n))),
+                    "len {len}"
+                );
+                // Every strict prefix is incomplete, never an error.
+                for cut in 0..n {
+                    assert_eq!(
+                        decode_header(&out[..cut], &rules),
+                        Ok(None),
+                        "len {len} cut {cut}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decodes_rfc_examples() {
+        // RFC 6455 5.7: unmasked "Hello" and masked "Hello".
+        let (h, n) = decode_header(&[0x81, 0x05, 0x48], &CLIENT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.opcode, h.fin, h.payload_len, n),
+            (OpCode::Text, true, 5, 2)
+        );
+        let masked = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f];
+        let (h, n) = decode_header(&masked, &SERVER).unwrap().unwrap();
+        assert_eq!((h.mask, n), (Some([0x37, 0xfa, 0x21, 0x3d]), 6));
+        // A 256-byte binary frame uses the 16-bit length.
+        let (h, n) = decode_header(&[0x82, 0x7e, 0x01, 0x00], &CLIENT)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.payload_len, n), (256, 4));
+    }
+
+    #[test]
+    fn rejects_reserved_bits_without_an_extension() {
+        for rsv in 1..8_u8 {
+            let b0 = 0x81 | (rsv << 4);
+            assert_eq!(
+                decode_header(&[b0, 0x80], &SERVER),
+                Err(ProtocolError::ReservedBits(rsv))
+            );
+        }
+        let deflate = HeaderRules {
+            allowed_rsv: 0b100,
+            ..SERVER
+        };
+        assert!(decode_header(&[0xc1, 0x80, 0, 0, 0, 0], &deflate).is_ok());
+        assert!(decode_header(&[0xa1, 0x80], &deflate).is_err());
+    }
+
+    #[test]
+    fn rejects_reserved_opcodes() {
+        for op in [3, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf] {
+            assert_eq!(
+                decode_header(&[0x80 | op, 0x80], &SERVER),
+                Err(ProtocolError::ReservedOpCode(op))
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_fragmented_and_oversized_control_frames() {
+        assert_eq!(
+            decode_header(&[0x09, 0x80], &SERVER),
+            Err(ProtocolError::FragmentedControlFrame)
+        );
+        assert_eq!(
+            decode_header(&[0x89, 0xfe], &SERVER),
+            Err(ProtocolError::ControlFrameTooLong)
+        );
+        assert_eq!(
+            decode_header(&[0x88, 0x7e], &CLIENT),
+            Err(ProtocolError::ControlFrameTooLong)
+        );
+        assert!(decode_header(&[0x89, 0xfd], &SERVER).unwrap().is_none());
+    }
+
+    #[test]
+    fn rejects_wrong_masking_for_the_role() {
+        assert_eq!(
+            decode_header(&[0x81, 0x05], &SERVER),
+            Err(ProtocolError::UnmaskedFrameFromClient)
+        );
+        assert_eq!(
+            decode_header(&[0x81, 0x85], &CLIENT),
+            Err(ProtocolError::MaskedFrameFromServer)
+        );
+    }
+
+    #[test]
+    fn rejects_64_bit_length_with_top_bit_set() {
+        let mut b = vec![0x82, 0x7f];
+        b.extend_from_slice(&(1_u64 << 63).to_be_bytes());
+        assert_eq!(
+            decode_header(&b, &CLIENT),
+            Err(ProtocolError::PayloadLengthTopBit)
+        );
+    }
+
+    #[test]
+    fn frame_size_limit_is_decided_from_the_header_alone() {
+        let rules = HeaderRules {
+            max_frame_size: 1000,
+            ..CLIENT
+        };
+        let mut b = vec![0x82, 0x7f];
+        b.extend_from_slice(&(1_u64 << 62).to_be_bytes());
+        assert_eq!(
+            decode_header(&b, &rules),
+            Err(ProtocolError::FrameTooLarge {
+                size: 1 << 62,
+                limit: 1000
+            })
+        );
+        assert!(
+            decode_header(&[0x82, 0x7e, 0x03, 0xe8], &rules)
+                .unwrap()
+                .is_some()
+        );
+        assert!(decode_header(&[0x82, 0x7e, 0x03, 0xe9], &rules).is_err());
+    }
+}

@@ -1,0 +1,313 @@
+//! The read side: bytes from the transport into frames, and frames into events.
+//!
+//! Frames are parsed straight out of one `BytesMut`. A payload is unmasked in place as its bytes
+//! arrive (so text is validated even inside a frame that has only partly arrived), then split
+//! off and frozen: the message shares the read buffer's allocation instead of being copied.
+
+use std::io;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::assemble::Assembler;
+use super::close::CloseFrame;
+use super::frame::{self, FrameHeader, HeaderRules, OpCode};
+use super::mask::apply_mask;
+use super::message::Message;
+use super::pool;
+use crate::error::ProtocolError;
+
+/// The most asked of the transport in one read while a large frame is arriving.
+const LARGE_READ: usize = 256 << 10;
+
+/// What the reader produced.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A complete text or binary message.
+    Message(Message),
+    Ping(Bytes),
+    Pong(Bytes),
+    Close(Option<CloseFrame>),
+}
+
+/// A frame whose header has been read and whose payload is arriving.
+#[derive(Debug, Clone, Copy)]
+struct Partial {
+    header: FrameHeader,
+    /// Payload bytes at the front of the buffer already unmasked (and, for text, validated).
+    seen: usize,
+}
+
+/// The read half of the engine's state.
+#[derive(Debug, Default)]
+pub(crate) struct Reader {
+    buf: BytesMut,
+    partial: Option<Partial>,
+    assembler: Assembler,
+}
+
+impl Reader {
+    /// A reader that starts with bytes already read from the transport (for example, the part of
+    /// the stream an HTTP server read past the handshake).
+    pub(crate) fn with_buffered(buf: BytesMut) -> Self {
+        Self {
+            buf,
+            ..Self::default()
+        }
+    }
+
+    /// Takes the next event out of the buffered bytes, or `Ok(None)` if more bytes are needed.
+    ///
+    /// # Errors
+    ///
+    /// The first protocol rule the buffered bytes break.
+    pub(crate) fn next_event(
+        &mut self,
+        rules: &HeaderRules,
+        max_message_size: u64,
+    ) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            let mut partial = if let Some(partial) = self.partial {
+                partial
+            } else {
+                let Some((header, header_len)) = frame::decode_header(&self.buf, rules)? else {
+                    return Ok(None);
+                };
+                if header.opcode.is_control() {
+                    if header.rsv != 0 {
+                        return Err(ProtocolError::CompressedControlFrame);
+                    }
+                } else {
+                    self.assembler.begin_frame(&header, max_message_size)?;
+                }
+                self.buf.advance(header_len);
+                Partial { header, seen: 0 }
+            };
+            // The frame size limit (at most `usize::MAX`) bounds the length.
+            let len = usize::try_from(partial.header.payload_len).unwrap_or(usize::MAX);
+            let available = self.buf.len().min(len);
+            if available > partial.seen {
+                let fresh = &mut self.buf[partial.seen..available];
+                if let Some(key) = partial.header.mask {
+                    apply_mask(fresh, key, partial.seen);
+                }
+                if !partial.header.opcode.is_control() && self.assembler.in_text() {
+                    self.assembler.check_text(fresh)?;
+                }
+                partial.seen = available;
+            }
+            if available < len {
+                self.partial = Some(partial);
+                return Ok(None);
+            }
+            self.partial = None;
+            let payload = if len == 0 {
+                Bytes::new()
+            } else {
+                self.buf.split_to(len).freeze()
+            };
+            let header = partial.header;
+            match header.opcode {
+                OpCode::Ping => return Ok(Some(Event::Ping(payload))),
+                OpCode::Pong => return Ok(Some(Event::Pong(payload))),
+                OpCode::Close => return Ok(Some(Event::Close(CloseFrame::parse(&payload)?))),
+                OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                    if let Some(message) = self.assembler.end_frame(header.fin, payload)? {
+                        return Ok(Some(Event::Message(message)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a complete frame is already buffered, so the application will be handed more
+    /// without waiting for the peer.
+    pub(crate) fn has_complete_frame(&self, rules: &HeaderRules) -> bool {
+        match self.partial {
+            Some(p) => self.buf.len() as u64 >= p.header.payload_len,
+            None => match frame::decode_header(&self.buf, rules) {
+                Ok(Some((header, header_len))) => {
+                    (self.buf.len() - header_len) as u64 >= header.payload_len
+                }
+                // An error is reported by the next read; a caller waiting on it should not wait.
+                Err(_) => true,
+                Ok(None) => false,
+            },
+        }
+    }
+
+    /// Reads more bytes from `io` into the buffer.
+    ///
+    /// The buffer is borrowed from the thread's spare when empty and given back if the read
+    /// would block, so a connection waiting for data holds no buffer. While a large frame is
+    /// arriving the read asks for up to 256 KiB at once.
+    pub(crate) fn poll_fill<Io: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut Io,
+        cx: &mut Context<'_>,
+        read_chunk: usize,
+    ) -> Poll<io::Result<usize>> {
+        let want = match self.partial {
+            Some(p) => {
+                let missing = usize::try_from(p.header.payload_len)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(self.buf.len());
+                missing.clamp(read_chunk, LARGE_READ.max(read_chunk))
+            }
+            None => read_chunk,
+        };
+        if self.buf.capacity() - self.buf.len() < want {
+            if self.buf.capacity() == 0 {
+                self.buf = pool::take(pool::Kind::Read, want);
+            } else {
+                self.buf.reserve(want);
+            }
+        }
+        let result = pin!(io.read_buf(&mut self.buf)).poll(cx);
+        if result.is_pending() && self.buf.is_empty() {
+            pool::give_back(pool::Kind::Read, &mut self.buf);
+        }
+        result
+    }
+
+    /// Drops every buffered byte (used once the connection no longer parses input).
+    pub(crate) fn discard(&mut self) {
+        self.buf.clear();
+        self.partial = None;
+    }
+
+    /// Bytes waiting in the buffer: for tests and diagnostics.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Reads and discards input until end of stream: used by a client waiting for the server to
+/// close the transport after the close handshake.
+pub(crate) fn poll_drain<Io: AsyncRead + Unpin>(
+    io: &mut Io,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    let mut scratch = [0_u8; 512];
+    loop {
+        let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+        ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
+        if buf.filled().is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::{MAX_HEADER_LEN, encode_header};
+
+    const SERVER: HeaderRules = HeaderRules {
+        expect_masked: true,
+        allowed_rsv: 0,
+        max_frame_size: 1 << 20,
+    };
+
+    fn masked_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let key = [0xa1, 0xb2, 0xc3, 0xd4];
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask: Some(key),
+            payload_len: payload.len() as u64,
+        };
+        let mut out = [0; MAX_HEADER_LEN];
+        let n = encode_header(&header, &mut out);
+        let mut frame = out[..n].to_vec();
+        let start = frame.len();
+        frame.extend_from_slice(payload);
+        apply_mask(&mut frame[start..], key, 0);
+        frame
+    }
+
+    fn events(wire: &[u8]) -> Result<Vec<Event>, ProtocolError> {
+        let mut r = Reader::with_buffered(BytesMut::from(wire));
+        let mut out = Vec::new();
+        while let Some(e) = r.next_event(&SERVER, 1 << 20)? {
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn parses_a_burst_of_frames_from_one_buffer() {
+        let mut wire = masked_frame(OpCode::Text, true, b"one");
+        wire.extend(masked_frame(OpCode::Ping, true, b"p"));
+        wire.extend(masked_frame(OpCode::Binary, false, b"tw"));
+        wire.extend(masked_frame(OpCode::Pong, true, b""));
+        wire.extend(masked_frame(OpCode::Continuation, true, b"o"));
+        wire.extend(masked_frame(OpCode::Close, true, &[0x03, 0xe8]));
+        let ev = events(&wire).unwrap();
+        assert!(matches!(&ev[0], Event::Message(Message::Text(t)) if t == "one"));
+        assert!(matches!(&ev[1], Event::Ping(p) if p == "p"));
+        assert!(matches!(&ev[2], Event::Pong(p) if p.is_empty()));
+        assert!(matches!(&ev[3], Event::Message(Message::Binary(b)) if b == "two"));
+        assert!(matches!(&ev[4], Event::Close(Some(f)) if f.code.as_u16() == 1000));
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_the_frame_has_fully_arrived() {
+        let mut payload = b"valid start ".to_vec();
+        payload.extend_from_slice(b"\xed\xa0\x80");
+        payload.extend_from_slice(&[b'x'; 100]);
+        let wire = masked_frame(OpCode::Text, true, &payload);
+        // Only the header and the first 16 payload bytes have arrived.
+        let mut r = Reader::with_buffered(BytesMut::from(&wire[..6 + 16]));
+        assert_eq!(
+            r.next_event(&SERVER, 1 << 20).unwrap_err(),
+            ProtocolError::InvalidUtf8
+        );
+    }
+
+    #[test]
+    fn a_frame_arriving_one_byte_at_a_time_yields_the_same_message() {
+        let text = "κόσμε and more ✓";
+        let wire = masked_frame(OpCode::Text, true, text.as_bytes());
+        let mut r = Reader::default();
+        let mut got = None;
+        for &b in &wire {
+            r.buf.extend_from_slice(&[b]);
+            if let Some(e) = r.next_event(&SERVER, 1 << 20).unwrap() {
+                got = Some(e);
+            }
+        }
+        assert!(matches!(got, Some(Event::Message(Message::Text(t))) if t == text));
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn message_limit_is_enforced_from_the_header() {
+        let mut r =
+            Reader::with_buffered(BytesMut::from(&[0x82, 0xfe, 0x01, 0x00, 1, 2, 3, 4][..]));
+        assert_eq!(
+            r.next_event(&SERVER, 255).unwrap_err(),
+            ProtocolError::MessageTooLarge {
+                size: 256,
+                limit: 255
+            }
+        );
+    }
+
+    #[test]
+    fn complete_frame_detection_matches_parsing() {
+        let wire = masked_frame(OpCode::Binary, true, &[7; 300]);
+        for cut in 0..=wire.len() {
+            let r = Reader::with_buffered(BytesMut::from(&wire[..cut]));
+            assert_eq!(
+                r.has_complete_frame(&SERVER),
+                cut == wire.len(),
+                "cut {cut}"
+            );
+        }
+    }
+}
