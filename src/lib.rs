@@ -3,6 +3,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
+mod handshake;
 mod proto;
 
 pub use error::{Error, ErrorKind, ProtocolError, Result};

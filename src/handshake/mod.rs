@@ -1,0 +1,3 @@
+//! The HTTP side of the opening handshake.
+
+pub(crate) mod key;
