@@ -64,18 +64,23 @@ impl CloseSignal {
 /// request the next time it is polled; a task waiting in `recv` is woken for it.
 ///
 /// ```
-/// # async fn demo(mut ws: tower_ws::WebSocket<tokio::io::DuplexStream>) {
-/// use tower_ws::CloseCode;
+/// use tower_ws::{CloseCode, Config, Message, Role, WebSocket};
 ///
-/// let closer = ws.closer();
-/// tokio::spawn(async move {
-///     tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-///     closer.close(CloseCode::POLICY_VIOLATION, "session expired");
-/// });
-/// while let Some(Ok(message)) = ws.recv().await {
-///     // ...
-///     # let _ = message;
-/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (a, b) = tokio::io::duplex(1024);
+/// let mut server = WebSocket::new(a, Role::Server, Config::default());
+/// let mut client = WebSocket::new(b, Role::Client, Config::default());
+///
+/// // Any task holding the handle can end the session, e.g. when a login expires.
+/// let closer = server.closer();
+/// closer.close(CloseCode::POLICY_VIOLATION, "session expired");
+///
+/// // The server acts on it when next polled: its handler's read loop just ends.
+/// let handler = tokio::spawn(async move { while let Some(_) = server.recv().await {} });
+/// let seen = client.recv().await.unwrap().unwrap();
+/// assert_eq!(seen, Message::close(CloseCode::POLICY_VIOLATION, "session expired"));
+/// handler.await.unwrap();
 /// # }
 /// ```
 #[derive(Debug, Clone)]
