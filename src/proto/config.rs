@@ -90,9 +90,10 @@ impl Config {
     /// waits for the peer to read.
     ///
     /// Default: 128 KiB. A message is queued whole, so the queue holds at most this plus one
-    /// message; payloads are queued by reference, not copied. Pongs and close replies the engine
-    /// sends on its own count too: while the queue is over the mark, reading pauses, so a peer
-    /// that floods pings without reading the pongs cannot grow it.
+    /// message; payloads are queued by reference, not copied. Pongs the engine sends on its own
+    /// count too: while the queue is over the mark, reading from the transport pauses and only
+    /// the latest unanswered ping is kept (RFC 6455 section 5.5.3 allows answering just that
+    /// one), so a peer that floods pings without reading the pongs cannot grow the queue.
     #[must_use]
     pub fn write_buffer_high_water(mut self, bytes: usize) -> Self {
         self.write_high_water = bytes;

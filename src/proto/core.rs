@@ -132,6 +132,10 @@ pub(crate) struct Core<Io> {
     keepalive: Option<Box<KeepaliveState>>,
     mask_keys: Option<Box<MaskKeys>>,
     signal: Option<Arc<CloseSignal>>,
+    /// The latest ping's payload, held while the write queue is over its high-water mark: RFC
+    /// 6455 section 5.5.3 lets an endpoint answer only the most recent of unanswered pings, so a
+    /// ping flood from a peer that does not read costs one pong, not a growing queue.
+    deferred_pong: Option<Bytes>,
     shared_waker: Option<(Arc<SharedWaker>, Waker)>,
     park: Option<ParkFn<Io>>,
 }
@@ -177,6 +181,7 @@ impl<Io> Core<Io> {
             keepalive,
             mask_keys,
             signal: None,
+            deferred_pong: None,
             shared_waker: None,
             park: None,
         }
@@ -241,6 +246,7 @@ impl<Io> Core<Io> {
             keepalive: self.keepalive.take(),
             mask_keys: self.mask_keys.take(),
             signal: self.signal.take(),
+            deferred_pong: self.deferred_pong.take(),
             shared_waker: None,
             park: None,
         })
@@ -387,6 +393,14 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                 self.state = State::Terminated;
                 return Poll::Ready(Some(Err(e)));
             }
+            if self.deferred_pong.is_some() && self.writer.len() < self.config.write_high_water {
+                if let Some(payload) = self.deferred_pong.take()
+                    && matches!(self.state, State::Open)
+                {
+                    self.queue(OpCode::Pong, payload);
+                }
+                continue;
+            }
             if self.writer.len() >= self.config.write_high_water {
                 // The peer is not reading what we send; read no further (a ping flood would
                 // otherwise grow the pong queue) until it does. The flush above registered
@@ -421,7 +435,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
         match event {
             Event::Message(message) => message,
             Event::Ping(payload) => {
-                if self.config.auto_pong && matches!(self.state, State::Open) {
+                if self.config.auto_pong
+                    && matches!(self.state, State::Open)
+                    && self.writer.len() >= self.config.write_high_water
+                {
+                    self.deferred_pong = Some(payload.clone());
+                } else if self.config.auto_pong && matches!(self.state, State::Open) {
                     self.queue(OpCode::Pong, payload.clone());
                     if !self.reader.has_complete_frame(&self.rules) {
                         // Answer now rather than when the application next reads. A write

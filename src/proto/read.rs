@@ -142,7 +142,8 @@ impl Reader {
     ///
     /// The buffer is borrowed from the thread's spare when empty and given back if the read
     /// would block, so a connection waiting for data holds no buffer. While a large frame is
-    /// arriving the read asks for up to 256 KiB at once.
+    /// arriving each read asks for as many bytes as have arrived so far (up to 256 KiB): memory
+    /// follows what the peer sent, never what it announced.
     pub(crate) fn poll_fill<Io: AsyncRead + Unpin>(
         &mut self,
         io: &mut Io,
@@ -154,7 +155,10 @@ impl Reader {
                 let missing = usize::try_from(p.header.payload_len)
                     .unwrap_or(usize::MAX)
                     .saturating_sub(self.buf.len());
-                missing.clamp(read_chunk, LARGE_READ.max(read_chunk))
+                // Ask for at most as much as already arrived (doubling), so a peer that
+                // announces a large frame and sends little makes us hold little.
+                let grow = self.buf.len().clamp(read_chunk, LARGE_READ.max(read_chunk));
+                missing.clamp(read_chunk, grow)
             }
             None => read_chunk,
         };

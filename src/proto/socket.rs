@@ -157,7 +157,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
     ///
     /// Waits while the write queue is over its high-water mark. Sending [`Message::Close`]
     /// starts the close handshake (read on to see the peer's answer, or use
-    /// [`close`](Self::close)).
+    /// [`close`](Self::close)); sending it again once a close frame was sent or received does
+    /// nothing.
     ///
     /// # Errors
     ///
@@ -170,8 +171,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
     ///
     /// The message is queued whole or not at all: see the [type's docs](Self#cancel-safety).
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        if message.is_close() && !self.core.is_open() {
+            // A close frame already went (or is going) out: nothing to add, nothing to wait for.
+            return self.core.start_send(message);
+        }
         poll_fn(|cx| self.core.poll_ready(cx, Side::Write)).await?;
-        self.core.start_send(message.into())?;
+        self.core.start_send(message)?;
         if self.core.should_flush_after_send() {
             self.flush().await?;
         }
