@@ -6,6 +6,9 @@ mod error;
 mod handshake;
 mod proto;
 
+#[doc(hidden)]
+pub mod bench_api;
+
 pub use error::{Error, ErrorKind, ProtocolError, Result};
 pub use proto::{
     CloseCode, CloseFrame, Closer, Config, MAX_REASON_LEN, Message, OpCode, ReadHalf, Role,
