@@ -117,12 +117,11 @@ impl CloseFrame {
     /// A one-byte payload or a code not allowed on the wire is a protocol error (1002); a reason
     /// that is not UTF-8 is [`ProtocolError::InvalidCloseReason`] (1007).
     pub(crate) fn parse(payload: &Bytes) -> Result<Option<Self>, ProtocolError> {
-        match payload.len() {
-            0 => return Ok(None),
-            1 => return Err(ProtocolError::ClosePayloadTooShort),
-            _ => {}
-        }
-        let code = CloseCode(u16::from_be_bytes([payload[0], payload[1]]));
+        let code = match payload.first_chunk::<2>() {
+            Some(code) => CloseCode(u16::from_be_bytes(*code)),
+            None if payload.is_empty() => return Ok(None),
+            None => return Err(ProtocolError::ClosePayloadTooShort),
+        };
         if !code.is_valid_on_wire() {
             return Err(ProtocolError::InvalidCloseCode(code.0));
         }

@@ -18,6 +18,8 @@
 //!
 //! No IO and no allocation happen here.
 
+use bytes::BufMut;
+
 use crate::error::ProtocolError;
 
 /// The largest header: 2 bytes, an 8-byte extended length and a 4-byte masking key.
@@ -183,28 +185,23 @@ pub(crate) fn decode_header(
     )))
 }
 
-/// Encodes a header into `out` and returns how many bytes of it are used.
-pub(crate) fn encode_header(header: &FrameHeader, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
-    out[0] = (u8::from(header.fin) << 7) | ((header.rsv & 0b111) << 4) | header.opcode.as_u8();
+/// Appends the encoded header to `out` (at most [`MAX_HEADER_LEN`] bytes).
+pub(crate) fn encode_header(header: &FrameHeader, out: &mut impl BufMut) {
+    out.put_u8((u8::from(header.fin) << 7) | ((header.rsv & 0b111) << 4) | header.opcode.as_u8());
     let mask_bit = if header.mask.is_some() { 0x80 } else { 0 };
     let len = header.payload_len;
-    let mut n = if let Ok(len7 @ 0..=125) = u8::try_from(len) {
-        out[1] = mask_bit | len7;
-        2
+    if let Ok(len7 @ 0..=125) = u8::try_from(len) {
+        out.put_u8(mask_bit | len7);
     } else if let Ok(len16) = u16::try_from(len) {
-        out[1] = mask_bit | 0x7e;
-        out[2..4].copy_from_slice(&len16.to_be_bytes());
-        4
+        out.put_u8(mask_bit | 0x7e);
+        out.put_u16(len16);
     } else {
-        out[1] = mask_bit | 0x7f;
-        out[2..10].copy_from_slice(&len.to_be_bytes());
-        10
-    };
-    if let Some(key) = header.mask {
-        out[n..n + 4].copy_from_slice(&key);
-        n += 4;
+        out.put_u8(mask_bit | 0x7f);
+        out.put_u64(len);
     }
-    n
+    if let Some(key) = header.mask {
+        out.put_slice(&key);
+    }
 }
 
 #[cfg(test)]
@@ -247,8 +244,10 @@ mod tests {
         for len in lens {
             for (mask, rules) in [(Some([1, 2, 3, 4]), SERVER), (None, CLIENT)] {
                 let h = header(OpCode::Binary, len, mask);
-                let mut out = [0; MAX_HEADER_LEN];
-                let n = encode_header(&h, &mut out);
+                let mut out = Vec::new();
+                encode_header(&h, &mut out);
+                let n = out.len();
+                assert!(n <= MAX_HEADER_LEN);
                 let expected_len = match len {
                     0..=125 => 2,
                     126..=65_535 => 4,

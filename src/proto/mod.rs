@@ -7,6 +7,15 @@
 //! [`assemble`] (fragments, UTF-8) → [`Message`]. Write path: [`Message`] → [`write`] (headers,
 //! masking, coalescing, vectored writes) → transport. [`core`] holds the state machine between
 //! them: control frames, the close handshake and failure.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod assemble;
 mod close;

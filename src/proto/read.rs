@@ -88,8 +88,9 @@ impl Reader {
             // The frame size limit (at most `usize::MAX`) bounds the length.
             let len = usize::try_from(partial.header.payload_len).unwrap_or(usize::MAX);
             let available = self.buf.len().min(len);
-            if available > partial.seen {
-                let fresh = &mut self.buf[partial.seen..available];
+            if let Some(fresh) = self.buf.get_mut(partial.seen..available)
+                && !fresh.is_empty()
+            {
                 if let Some(key) = partial.header.mask {
                     apply_mask(fresh, key, partial.seen);
                 }
@@ -208,7 +209,7 @@ pub(crate) fn poll_drain<Io: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::frame::{MAX_HEADER_LEN, encode_header};
+    use crate::proto::frame::encode_header;
 
     const SERVER: HeaderRules = HeaderRules {
         expect_masked: true,
@@ -225,9 +226,8 @@ mod tests {
             mask: Some(key),
             payload_len: payload.len() as u64,
         };
-        let mut out = [0; MAX_HEADER_LEN];
-        let n = encode_header(&header, &mut out);
-        let mut frame = out[..n].to_vec();
+        let mut frame = Vec::new();
+        encode_header(&header, &mut frame);
         let start = frame.len();
         frame.extend_from_slice(payload);
         apply_mask(&mut frame[start..], key, 0);

@@ -63,11 +63,14 @@ impl Utf8Validator {
     fn complete_pending<'a>(&mut self, piece: &'a [u8]) -> Result<&'a [u8], InvalidUtf8> {
         let have = usize::from(self.pending_len);
         let need = sequence_len(self.pending[0]).saturating_sub(have);
-        let take = need.min(piece.len());
-        let (head, rest) = piece.split_at(take);
+        let (head, rest) = piece.split_at(need.min(piece.len()));
         let mut seq = self.pending;
-        seq[have..have + take].copy_from_slice(head);
-        let seq = &seq[..have + take];
+        // `have + head.len() <= sequence_len(..) <= MAX_SEQ`, so both slices are in bounds.
+        let len = have + head.len();
+        seq.get_mut(have..len)
+            .ok_or(InvalidUtf8)?
+            .copy_from_slice(head);
+        let seq = seq.get(..len).ok_or(InvalidUtf8)?;
         self.pending_len = 0;
         match compat::from_utf8(seq) {
             Ok(_) => Ok(rest),
@@ -83,8 +86,11 @@ impl Utf8Validator {
     /// Keeps `tail` (a cut-off sequence of at most three bytes) if it can still become valid.
     fn hold(&mut self, tail: &[u8]) -> Result<(), InvalidUtf8> {
         match compat::from_utf8(tail) {
-            Err(e) if e.error_len().is_none() && e.valid_up_to() == 0 && tail.len() < MAX_SEQ => {
-                self.pending[..tail.len()].copy_from_slice(tail);
+            Err(e) if e.error_len().is_none() && e.valid_up_to() == 0 => {
+                self.pending
+                    .get_mut(..tail.len())
+                    .ok_or(InvalidUtf8)?
+                    .copy_from_slice(tail);
                 self.pending_len = u8::try_from(tail.len()).map_err(|_| InvalidUtf8)?;
                 Ok(())
             }
@@ -108,12 +114,15 @@ fn sequence_len(lead: u8) -> usize {
 fn incomplete_tail_start(piece: &[u8]) -> usize {
     let len = piece.len();
     // Look back over at most three continuation bytes for the lead byte of the last sequence.
-    for back in 1..=len.min(MAX_SEQ - 1) {
-        let i = len - back;
-        let byte = piece[i];
+    for (back, &byte) in piece.iter().rev().take(MAX_SEQ - 1).enumerate() {
         if byte & 0b1100_0000 != 0b1000_0000 {
-            // A lead byte (or ASCII): cut here only if its sequence is longer than what is left.
-            return if sequence_len(byte) > back { i } else { len };
+            // A lead byte (or ASCII): cut there only if its sequence runs past the end.
+            let from_end = back + 1;
+            return if sequence_len(byte) > from_end {
+                len - from_end
+            } else {
+                len
+            };
         }
     }
     len

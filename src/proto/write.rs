@@ -75,13 +75,12 @@ impl WriteQueue {
             mask,
             payload_len: payload.len() as u64,
         };
-        let mut head = [0; MAX_HEADER_LEN];
-        let head_len = encode_header(&header, &mut head);
-        self.queued += head_len + payload.len();
         if self.buf.capacity() == 0 {
             self.buf = pool::take(pool::Kind::Write, MAX_HEADER_LEN + INLINE_MAX);
         }
-        self.buf.extend_from_slice(&head[..head_len]);
+        let before = self.buf.len();
+        encode_header(&header, &mut self.buf);
+        self.queued += self.buf.len() - before + payload.len();
         if payload.len() <= INLINE_MAX {
             self.push_inline(&payload, mask);
             return;
@@ -109,8 +108,10 @@ impl WriteQueue {
     fn push_inline(&mut self, payload: &[u8], mask: Option<[u8; 4]>) {
         let start = self.buf.len();
         self.buf.extend_from_slice(payload);
-        if let Some(key) = mask {
-            apply_mask(&mut self.buf[start..], key, 0);
+        if let Some(key) = mask
+            && let Some(appended) = self.buf.get_mut(start..)
+        {
+            apply_mask(appended, key, 0);
         }
     }
 
@@ -148,7 +149,8 @@ impl WriteQueue {
         let written = if io.is_write_vectored() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let count = self.fill_slices(&mut slices);
-            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+            let slices = slices.get(..count).unwrap_or_default();
+            ready!(Pin::new(&mut *io).poll_write_vectored(cx, slices))?
         } else {
             let first = self.first_chunk();
             ready!(Pin::new(&mut *io).poll_write(cx, first))?
@@ -160,43 +162,33 @@ impl WriteQueue {
         Poll::Ready(Ok(()))
     }
 
+    /// The queue's chunks in order: inline runs, shared payloads, then the inline tail.
+    fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        let mut offset = 0;
+        let runs = self.segments.iter().map(move |segment| match segment {
+            Segment::Inline(n) => {
+                let run = self.buf.get(offset..offset + n).unwrap_or_default();
+                offset += n;
+                run
+            }
+            Segment::Shared(bytes) => bytes,
+        });
+        let tail = self.buf.get(self.inline_in_segments..).unwrap_or_default();
+        runs.chain(std::iter::once(tail))
+            .filter(|chunk| !chunk.is_empty())
+    }
+
     fn fill_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
         let mut count = 0;
-        let mut offset = 0;
-        for segment in &self.segments {
-            if count == MAX_IOV {
-                return count;
-            }
-            let chunk: &[u8] = match segment {
-                Segment::Inline(n) => {
-                    let chunk = &self.buf[offset..offset + n];
-                    offset += n;
-                    chunk
-                }
-                Segment::Shared(bytes) => bytes,
-            };
-            if !chunk.is_empty() {
-                slices[count] = IoSlice::new(chunk);
-                count += 1;
-            }
-        }
-        if count < MAX_IOV && offset < self.buf.len() {
-            slices[count] = IoSlice::new(&self.buf[offset..]);
+        for (slot, chunk) in slices.iter_mut().zip(self.chunks()) {
+            *slot = IoSlice::new(chunk);
             count += 1;
         }
         count
     }
 
     fn first_chunk(&self) -> &[u8] {
-        match self.segments.front() {
-            Some(Segment::Inline(n)) if *n > 0 => &self.buf[..*n],
-            Some(Segment::Shared(bytes)) => bytes,
-            Some(Segment::Inline(_)) => match self.segments.get(1) {
-                Some(Segment::Shared(bytes)) => bytes,
-                _ => &self.buf,
-            },
-            None => &self.buf,
-        }
+        self.chunks().next().unwrap_or_default()
     }
 
     /// Removes `written` bytes from the front of the queue.
@@ -304,9 +296,7 @@ mod tests {
                 mask: None,
                 payload_len: payload.len() as u64,
             };
-            let mut head = [0; MAX_HEADER_LEN];
-            let n = encode_header(&header, &mut head);
-            out.extend_from_slice(&head[..n]);
+            encode_header(&header, &mut out);
             out.extend_from_slice(payload);
         }
         out

@@ -64,8 +64,8 @@ pub(crate) fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4]) {
 /// Byte-at-a-time masking: the reference the fast paths are tested against.
 #[inline]
 fn apply_bytewise(buf: &mut [u8], key: [u8; 4]) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b ^= key[i % 4];
+    for (b, k) in buf.iter_mut().zip(key.iter().cycle()) {
+        *b ^= k;
     }
 }
 
