@@ -11,6 +11,6 @@ pub mod bench_api;
 
 pub use error::{Error, ErrorKind, ProtocolError, Result};
 pub use proto::{
-    CloseCode, CloseFrame, Closer, Config, MAX_REASON_LEN, Message, OpCode, ReadHalf, Role,
+    CloseCode, CloseFrame, Closer, Config, Frame, MAX_REASON_LEN, Message, OpCode, ReadHalf, Role,
     Utf8Bytes, WebSocket, WriteHalf,
 };

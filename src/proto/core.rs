@@ -16,8 +16,9 @@ use super::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use super::closer::CloseSignal;
 use super::config::{Config, Role};
 use super::frame::{HeaderRules, MAX_CONTROL_PAYLOAD, OpCode};
-use super::message::Message;
+use super::message::{Frame, Message};
 use super::read::{self, Event, Reader};
+use super::utf8::Utf8Validator;
 use super::write::WriteQueue;
 use crate::error::{Error, Result};
 
@@ -136,6 +137,8 @@ pub(crate) struct Core<Io> {
     /// 6455 section 5.5.3 lets an endpoint answer only the most recent of unanswered pings, so a
     /// ping flood from a peer that does not read costs one pong, not a growing queue.
     deferred_pong: Option<Bytes>,
+    /// A message being sent in pieces with `send_frame`.
+    sending_pieces: Option<Pieces>,
     shared_waker: Option<(Arc<SharedWaker>, Waker)>,
     park: Option<ParkFn<Io>>,
 }
@@ -182,6 +185,7 @@ impl<Io> Core<Io> {
             mask_keys,
             signal: None,
             deferred_pong: None,
+            sending_pieces: None,
             shared_waker: None,
             park: None,
         }
@@ -247,6 +251,7 @@ impl<Io> Core<Io> {
             mask_keys: self.mask_keys.take(),
             signal: self.signal.take(),
             deferred_pong: self.deferred_pong.take(),
+            sending_pieces: self.sending_pieces.take(),
             shared_waker: None,
             park: None,
         })
@@ -648,10 +653,71 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                         "control frame payload over 125 bytes",
                     ));
                 }
+                if !opcode.is_control() && self.sending_pieces.is_some() {
+                    return Err(Error::invalid_message(
+                        "a message sent in pieces is unfinished: send its last frame first",
+                    ));
+                }
                 self.queue(opcode, payload);
                 Ok(())
             }
         }
+    }
+
+    /// Queues one frame of a message sent in pieces (call after [`poll_ready`](Self::poll_ready)).
+    pub(crate) fn start_send_frame(&mut self, frame: Frame) -> Result<()> {
+        if !matches!(self.state, State::Open) {
+            return Err(Error::closed());
+        }
+        let Frame {
+            opcode,
+            fin,
+            payload,
+        } = frame;
+        match opcode {
+            OpCode::Close => {
+                return Err(Error::invalid_message(
+                    "close frames are sent with close() or Message::Close",
+                ));
+            }
+            OpCode::Ping | OpCode::Pong => {
+                if !fin || payload.len() > MAX_CONTROL_PAYLOAD {
+                    return Err(Error::invalid_message(
+                        "control frames cannot be fragmented or carry over 125 bytes",
+                    ));
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.sending_pieces.is_some() {
+                    return Err(Error::invalid_message(
+                        "a message sent in pieces is unfinished: continue it first",
+                    ));
+                }
+                let mut pieces = if opcode == OpCode::Text {
+                    Pieces::Text(Utf8Validator::default())
+                } else {
+                    Pieces::Binary
+                };
+                pieces.check(&payload, fin)?;
+                if !fin {
+                    self.sending_pieces = Some(pieces);
+                }
+            }
+            OpCode::Continuation => {
+                let Some(pieces) = &mut self.sending_pieces else {
+                    return Err(Error::invalid_message(
+                        "a continuation frame needs a text or binary frame without fin first",
+                    ));
+                };
+                pieces.check(&payload, fin)?;
+                if fin {
+                    self.sending_pieces = None;
+                }
+            }
+        }
+        let mask = self.mask();
+        self.writer.push(opcode, fin, 0, payload, mask);
+        Ok(())
     }
 
     /// Whether `send` should write now: `false` while more received frames are buffered (the
@@ -704,6 +770,30 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
             self.begin_close(frame);
         }
         self.poll_flush(cx, side)
+    }
+}
+
+/// A message being sent in pieces.
+#[derive(Debug, Clone, Copy)]
+enum Pieces {
+    /// Text, with its UTF-8 checked up to the last piece sent.
+    Text(Utf8Validator),
+    Binary,
+}
+
+impl Pieces {
+    /// Checks the next piece. A refused piece leaves the state as it was, so the application
+    /// can send a corrected one.
+    fn check(&mut self, payload: &[u8], fin: bool) -> Result<()> {
+        if let Self::Text(v) = self {
+            let mut trial = *v;
+            let valid = trial.feed(payload).is_ok() && (!fin || trial.finish().is_ok());
+            if !valid {
+                return Err(Error::invalid_message("text frames must carry valid UTF-8"));
+            }
+            *v = trial;
+        }
+        Ok(())
     }
 }
 

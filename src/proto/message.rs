@@ -6,6 +6,7 @@ use std::ops::Deref;
 use bytes::Bytes;
 
 use super::close::{CloseCode, CloseFrame};
+use super::frame::OpCode;
 
 /// Text that is known to be valid UTF-8, held in [`Bytes`] so that a received text message is
 /// handed over without a copy.
@@ -177,6 +178,12 @@ impl Message {
     }
 
     /// A ping with `payload` (at most 125 bytes).
+    ///
+    /// ```
+    /// # use tower_ws::Message;
+    /// let ping = Message::ping("are you there?");
+    /// assert!(ping.is_control());
+    /// ```
     pub fn ping(payload: impl Into<Bytes>) -> Self {
         Self::Ping(payload.into())
     }
@@ -267,6 +274,71 @@ impl From<Bytes> for Message {
 impl From<Vec<u8>> for Message {
     fn from(b: Vec<u8>) -> Self {
         Self::Binary(b.into())
+    }
+}
+
+/// One frame of an outgoing message, for sending a message in pieces with
+/// [`WebSocket::send_frame`](crate::WebSocket::send_frame).
+///
+/// A message in pieces is a [`OpCode::Text`] or [`OpCode::Binary`] frame with `fin` unset,
+/// then [`OpCode::Continuation`] frames, the last with `fin` set. Pings and pongs may go between
+/// the pieces; other messages may not. Text pieces must add up to valid UTF-8.
+///
+/// ```
+/// use tower_ws::{Config, Frame, Message, OpCode, Role, WebSocket};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_ws::Error> {
+/// let (a, b) = tokio::io::duplex(4096);
+/// let mut client = WebSocket::new(a, Role::Client, Config::default());
+/// let mut server = WebSocket::new(b, Role::Server, Config::default());
+///
+/// client.send_frame(Frame::new(OpCode::Text, "Hel").fin(false)).await?;
+/// client.send_frame(Frame::new(OpCode::Ping, "between pieces")).await?;
+/// client.send_frame(Frame::new(OpCode::Continuation, "lo")).await?;
+///
+/// assert_eq!(server.recv().await.unwrap()?, Message::ping("between pieces"));
+/// assert_eq!(server.recv().await.unwrap()?, Message::text("Hello"));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub(crate) opcode: OpCode,
+    pub(crate) fin: bool,
+    pub(crate) payload: Bytes,
+}
+
+impl Frame {
+    /// A frame with `opcode` and `payload`, with `fin` set (the last piece of its message).
+    pub fn new(opcode: OpCode, payload: impl Into<Bytes>) -> Self {
+        Self {
+            opcode,
+            fin: true,
+            payload: payload.into(),
+        }
+    }
+
+    /// Sets whether this is the last frame of its message.
+    #[must_use]
+    pub fn fin(mut self, fin: bool) -> Self {
+        self.fin = fin;
+        self
+    }
+
+    /// The frame's opcode.
+    pub fn opcode(&self) -> OpCode {
+        self.opcode
+    }
+
+    /// Whether this is the last frame of its message.
+    pub fn is_fin(&self) -> bool {
+        self.fin
+    }
+
+    /// The frame's payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
     }
 }
 

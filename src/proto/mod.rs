@@ -62,6 +62,6 @@ pub use close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 pub use closer::Closer;
 pub use config::{Config, Role};
 pub use frame::OpCode;
-pub use message::{Message, Utf8Bytes};
+pub use message::{Frame, Message, Utf8Bytes};
 pub use socket::WebSocket;
 pub use split::{ReadHalf, WriteHalf};

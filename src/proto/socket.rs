@@ -13,7 +13,7 @@ use super::close::{CloseCode, CloseFrame};
 use super::closer::Closer;
 use super::config::{Config, Role};
 use super::core::{Core, ParkFn, Side};
-use super::message::{Message, Utf8Bytes};
+use super::message::{Frame, Message, Utf8Bytes};
 use super::split::{self, ReadHalf, WriteHalf};
 use crate::error::{Error, Result};
 
@@ -178,6 +178,26 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         }
         poll_fn(|cx| self.core.poll_ready(cx, Side::Write)).await?;
         self.core.start_send(message)?;
+        if self.core.should_flush_after_send() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one frame of a message sent in pieces (see [`Frame`]).
+    ///
+    /// Pieces are checked as they go: a continuation needs a message in progress, a new message
+    /// waits for the last piece of the one in progress, and text must add up to valid UTF-8.
+    /// Whole messages sent with [`send`](Self::send) are refused until the last piece is sent.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidMessage`](crate::ErrorKind::InvalidMessage) for a frame out of order,
+    /// invalid UTF-8 in text, a fragmented or oversized control frame, or a close frame (use
+    /// [`close`](Self::close)); otherwise as [`send`](Self::send).
+    pub async fn send_frame(&mut self, frame: Frame) -> Result<()> {
+        poll_fn(|cx| self.core.poll_ready(cx, Side::Write)).await?;
+        self.core.start_send_frame(frame)?;
         if self.core.should_flush_after_send() {
             self.flush().await?;
         }
