@@ -102,6 +102,8 @@ pub enum ProtocolError {
     },
     /// A control frame had RSV1 (compression) set.
     CompressedControlFrame,
+    /// A continuation frame had RSV1 (compression) set: only a message's first frame may.
+    CompressedContinuation,
     /// A compressed message could not be decompressed.
     InvalidCompressedData,
 }
@@ -166,6 +168,9 @@ impl fmt::Display for ProtocolError {
             }
             Self::CompressedControlFrame => {
                 f.write_str("control frame with the compression bit set")
+            }
+            Self::CompressedContinuation => {
+                f.write_str("continuation frame with the compression bit set")
             }
             Self::InvalidCompressedData => f.write_str("compressed message could not be inflated"),
         }

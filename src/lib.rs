@@ -14,3 +14,5 @@ pub use proto::{
     CloseCode, CloseFrame, Closer, Config, Frame, MAX_REASON_LEN, Message, OpCode, ReadHalf, Role,
     Utf8Bytes, WebSocket, WriteHalf,
 };
+#[cfg(feature = "deflate")]
+pub use proto::{DeflateConfig, DeflateParams};

@@ -1,8 +1,9 @@
 //! Fragment reassembly (RFC 6455 section 5.4): which frame may follow which, the message size
-//! limit, and UTF-8 validation of text as it arrives.
+//! limit, UTF-8 validation of text as it arrives, and inflating compressed messages (RFC 7692).
 
 use bytes::{Bytes, BytesMut};
 
+use super::deflate::Codec;
 use super::frame::{FrameHeader, OpCode};
 use super::message::{Message, Utf8Bytes};
 use super::utf8::Utf8Validator;
@@ -20,9 +21,15 @@ enum Kind {
 pub(crate) struct Assembler {
     /// The message in progress, from its first frame's header until its last frame's payload.
     kind: Option<Kind>,
+    /// The message in progress is compressed (its first frame had RSV1 set).
+    compressed: bool,
     /// Payload of the message's earlier fragments. Empty (and unallocated) for single-frame
     /// messages, which are handed over without a copy.
     fragments: BytesMut,
+    /// The inflated payload of a compressed message so far.
+    inflated: Vec<u8>,
+    /// Whether any compressed bytes of the message in progress have arrived.
+    compressed_input: bool,
     utf8: Utf8Validator,
 }
 
@@ -30,23 +37,34 @@ impl Assembler {
     /// Checks a data frame's header against the message in progress and the size limit, and
     /// starts a new message if the frame begins one.
     ///
+    /// The reader lets RSV1 through only when compression was negotiated, so a frame with it set
+    /// here starts a compressed message.
+    ///
     /// # Errors
     ///
-    /// A continuation with nothing to continue, a new message inside a fragmented one, or a
-    /// message that would exceed `max_message_size`.
+    /// A continuation with nothing to continue or with RSV1 set, a new message inside a
+    /// fragmented one, or a message that would exceed `max_message_size`.
     pub(crate) fn begin_frame(
         &mut self,
         header: &FrameHeader,
         max_message_size: u64,
     ) -> Result<(), ProtocolError> {
+        let rsv1 = header.rsv & 0b100 != 0;
         match (header.opcode, self.kind) {
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(_)) if rsv1 => {
+                return Err(ProtocolError::CompressedContinuation);
+            }
             (OpCode::Text | OpCode::Binary, Some(_)) => {
                 return Err(ProtocolError::ExpectedContinuation);
             }
-            (OpCode::Text, None) => self.kind = Some(Kind::Text),
-            (OpCode::Binary, None) => self.kind = Some(Kind::Binary),
+            (OpCode::Text, None) => self.start(Kind::Text, rsv1),
+            (OpCode::Binary, None) => self.start(Kind::Binary, rsv1),
             _ => {}
+        }
+        if self.compressed {
+            // The limit applies to the inflated size, checked while inflating.
+            return Ok(());
         }
         let size = (self.fragments.len() as u64).saturating_add(header.payload_len);
         if size > max_message_size {
@@ -58,10 +76,15 @@ impl Assembler {
         Ok(())
     }
 
-    /// Whether the frame being read belongs to a text message (and so is validated as it
-    /// arrives).
+    fn start(&mut self, kind: Kind, compressed: bool) {
+        self.kind = Some(kind);
+        self.compressed = compressed;
+    }
+
+    /// Whether the frame being read carries text as sent (uncompressed), which is validated as
+    /// it arrives; compressed text is validated as it is inflated.
     pub(crate) fn in_text(&self) -> bool {
-        self.kind == Some(Kind::Text)
+        self.kind == Some(Kind::Text) && !self.compressed
     }
 
     /// Validates newly arrived (unmasked) bytes of a text message.
@@ -73,14 +96,22 @@ impl Assembler {
 
     /// Takes a data frame's complete payload; returns the message when `fin` ends it.
     ///
+    /// `codec` inflates compressed messages, whose inflated size `max_message_size` bounds.
+    ///
     /// # Errors
     ///
-    /// Text that ends inside a UTF-8 sequence.
+    /// Text that is not UTF-8, a compressed message that does not inflate or inflates past the
+    /// limit.
     pub(crate) fn end_frame(
         &mut self,
         fin: bool,
         payload: Bytes,
+        codec: Option<&mut Codec>,
+        max_message_size: usize,
     ) -> Result<Option<Message>, ProtocolError> {
+        if self.compressed {
+            return self.end_compressed_frame(fin, &payload, codec, max_message_size);
+        }
         if !fin {
             self.fragments.extend_from_slice(&payload);
             return Ok(None);
@@ -91,13 +122,46 @@ impl Assembler {
             self.fragments.extend_from_slice(&payload);
             std::mem::take(&mut self.fragments).freeze()
         };
-        Ok(Some(match self.kind.take() {
+        self.finish(data).map(Some)
+    }
+
+    fn end_compressed_frame(
+        &mut self,
+        fin: bool,
+        payload: &[u8],
+        codec: Option<&mut Codec>,
+        max_message_size: usize,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let codec = codec.ok_or(ProtocolError::InvalidCompressedData)?;
+        let start = self.inflated.len();
+        self.compressed_input |= !payload.is_empty();
+        codec.inflate(payload, &mut self.inflated, max_message_size)?;
+        if fin {
+            let had_input = std::mem::take(&mut self.compressed_input);
+            codec.end_message(&mut self.inflated, max_message_size, had_input)?;
+        }
+        if self.kind == Some(Kind::Text) {
+            let fresh = self.inflated.get(start..).unwrap_or_default();
+            self.utf8
+                .feed(fresh)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if !fin {
+            return Ok(None);
+        }
+        self.compressed = false;
+        let data = Bytes::from(std::mem::take(&mut self.inflated));
+        self.finish(data).map(Some)
+    }
+
+    fn finish(&mut self, data: Bytes) -> Result<Message, ProtocolError> {
+        Ok(match self.kind.take() {
             Some(Kind::Text) => {
                 self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
                 Message::Text(Utf8Bytes::from_validated(data))
             }
             _ => Message::Binary(data),
-        }))
+        })
     }
 }
 
@@ -125,7 +189,7 @@ mod tests {
         if a.in_text() {
             a.check_text(data)?;
         }
-        a.end_frame(fin, Bytes::copy_from_slice(data))
+        a.end_frame(fin, Bytes::copy_from_slice(data), None, 100)
     }
 
     #[test]
@@ -134,7 +198,10 @@ mod tests {
         let payload = Bytes::from_static(b"hello");
         a.begin_frame(&header(OpCode::Binary, true, 5), 100)
             .unwrap();
-        let msg = a.end_frame(true, payload.clone()).unwrap().unwrap();
+        let msg = a
+            .end_frame(true, payload.clone(), None, 100)
+            .unwrap()
+            .unwrap();
         let Message::Binary(data) = msg else { panic!() };
         assert_eq!(data.as_ptr(), payload.as_ptr());
     }

@@ -38,6 +38,8 @@ pub struct Config {
     pub(crate) auto_pong: bool,
     pub(crate) close_timeout: Duration,
     pub(crate) keepalive: Option<Keepalive>,
+    #[cfg(feature = "deflate")]
+    pub(crate) deflate: Option<super::deflate::DeflateConfig>,
 }
 
 /// Keepalive settings: see [`Config::keepalive`].
@@ -58,6 +60,8 @@ impl Default for Config {
             auto_pong: true,
             close_timeout: Duration::from_secs(5),
             keepalive: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 }
@@ -154,6 +158,26 @@ impl Config {
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keepalive = Some(Keepalive { interval, timeout });
         self
+    }
+
+    /// Offers or accepts permessage-deflate (RFC 7692) with these settings.
+    ///
+    /// Default: off. The tower layer and the client negotiate it in the handshake; a connection
+    /// compresses only if both sides agreed. See [`DeflateConfig`](crate::DeflateConfig) for
+    /// the memory each setting costs.
+    #[cfg(feature = "deflate")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "deflate")))]
+    #[must_use]
+    pub fn deflate(mut self, deflate: super::deflate::DeflateConfig) -> Self {
+        self.deflate = Some(deflate);
+        self
+    }
+
+    /// The permessage-deflate settings, if compression is offered or accepted.
+    #[cfg(feature = "deflate")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "deflate")))]
+    pub fn get_deflate(&self) -> Option<&super::deflate::DeflateConfig> {
+        self.deflate.as_ref()
     }
 
     /// The configured message size limit.

@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 use super::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use super::closer::CloseSignal;
 use super::config::{Config, Role};
+use super::deflate::Codec;
 use super::frame::{HeaderRules, MAX_CONTROL_PAYLOAD, OpCode};
 use super::message::{Frame, Message};
 use super::read::{self, Event, Reader};
@@ -139,6 +140,8 @@ pub(crate) struct Core<Io> {
     deferred_pong: Option<Bytes>,
     /// A message being sent in pieces with `send_frame`.
     sending_pieces: Option<Pieces>,
+    /// permessage-deflate, when negotiated (never without the `deflate` feature).
+    deflate: Option<Box<Codec>>,
     shared_waker: Option<(Arc<SharedWaker>, Waker)>,
     park: Option<ParkFn<Io>>,
 }
@@ -186,6 +189,7 @@ impl<Io> Core<Io> {
             signal: None,
             deferred_pong: None,
             sending_pieces: None,
+            deflate: None,
             shared_waker: None,
             park: None,
         }
@@ -197,6 +201,16 @@ impl<Io> Core<Io> {
 
     pub(crate) fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Turns on permessage-deflate with the parameters a handshake agreed on. Compression
+    /// settings (level, threshold) come from the connection's [`Config::deflate`], or the
+    /// defaults.
+    #[cfg(feature = "deflate")]
+    pub(crate) fn set_deflate(&mut self, params: super::deflate::DeflateParams) {
+        let settings = self.config.deflate.unwrap_or_default();
+        self.deflate = Some(Box::new(Codec::new(settings, params, self.role)));
+        self.rules.allowed_rsv = super::frame::RSV1;
     }
 
     pub(crate) fn set_park(&mut self, park: ParkFn<Io>) {
@@ -252,6 +266,7 @@ impl<Io> Core<Io> {
             signal: self.signal.take(),
             deferred_pong: self.deferred_pong.take(),
             sending_pieces: self.sending_pieces.take(),
+            deflate: self.deflate.take(),
             shared_waker: None,
             park: None,
         })
@@ -381,9 +396,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
             if let Some(frame) = self.take_close_request() {
                 self.begin_close(Some(&frame));
             }
+            let codec = self.deflate.as_deref_mut();
             match self
                 .reader
-                .next_event(&self.rules, self.config.max_message_size as u64)
+                .next_event(&self.rules, self.config.max_message_size, codec)
             {
                 Err(rule) => {
                     self.fail(Error::protocol(rule));
@@ -657,6 +673,17 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                     return Err(Error::invalid_message(
                         "a message sent in pieces is unfinished: send its last frame first",
                     ));
+                }
+                #[cfg(feature = "deflate")]
+                if !opcode.is_control()
+                    && let Some(codec) = &mut self.deflate
+                    && codec.should_compress(payload.len())
+                {
+                    let compressed = codec.compress(&payload);
+                    let mask = self.mask();
+                    self.writer
+                        .push(opcode, true, super::frame::RSV1, compressed, mask);
+                    return Ok(());
                 }
                 self.queue(opcode, payload);
                 Ok(())

@@ -88,6 +88,10 @@ pub(crate) struct FrameHeader {
     pub(crate) payload_len: u64,
 }
 
+/// RSV1, which permessage-deflate uses to mark a compressed message, in [`FrameHeader::rsv`].
+#[cfg(feature = "deflate")]
+pub(crate) const RSV1: u8 = 0b100;
+
 /// What the reader accepts; everything else is a protocol violation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HeaderRules {

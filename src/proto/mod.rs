@@ -22,6 +22,11 @@ mod close;
 mod closer;
 mod config;
 pub(crate) mod core;
+#[cfg(feature = "deflate")]
+mod deflate;
+#[cfg(not(feature = "deflate"))]
+#[path = "deflate_off.rs"]
+mod deflate;
 mod frame;
 mod mask;
 mod message;
@@ -46,7 +51,7 @@ pub(crate) mod internals {
         };
         let mut reader = super::read::Reader::with_buffered(wire);
         let mut messages = 0;
-        while let Ok(Some(_)) = reader.next_event(&rules, u64::MAX) {
+        while let Ok(Some(_)) = reader.next_event(&rules, usize::MAX, None) {
             messages += 1;
         }
         messages
@@ -61,6 +66,8 @@ pub(crate) mod internals {
 pub use close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 pub use closer::Closer;
 pub use config::{Config, Role};
+#[cfg(feature = "deflate")]
+pub use deflate::{DeflateConfig, DeflateParams};
 pub use frame::OpCode;
 pub use message::{Frame, Message, Utf8Bytes};
 pub use socket::WebSocket;

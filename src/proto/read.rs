@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::assemble::Assembler;
 use super::close::CloseFrame;
+use super::deflate::Codec;
 use super::frame::{self, FrameHeader, HeaderRules, OpCode};
 use super::mask::apply_mask;
 use super::message::Message;
@@ -66,7 +67,8 @@ impl Reader {
     pub(crate) fn next_event(
         &mut self,
         rules: &HeaderRules,
-        max_message_size: u64,
+        max_message_size: usize,
+        mut codec: Option<&mut Codec>,
     ) -> Result<Option<Event>, ProtocolError> {
         loop {
             let mut partial = if let Some(partial) = self.partial {
@@ -80,7 +82,8 @@ impl Reader {
                         return Err(ProtocolError::CompressedControlFrame);
                     }
                 } else {
-                    self.assembler.begin_frame(&header, max_message_size)?;
+                    self.assembler
+                        .begin_frame(&header, max_message_size as u64)?;
                 }
                 self.buf.advance(header_len);
                 Partial { header, seen: 0 }
@@ -115,7 +118,11 @@ impl Reader {
                 OpCode::Pong => return Ok(Some(Event::Pong(payload))),
                 OpCode::Close => return Ok(Some(Event::Close(CloseFrame::parse(&payload)?))),
                 OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                    if let Some(message) = self.assembler.end_frame(header.fin, payload)? {
+                    let codec = codec.as_deref_mut();
+                    let message =
+                        self.assembler
+                            .end_frame(header.fin, payload, codec, max_message_size)?;
+                    if let Some(message) = message {
                         return Ok(Some(Event::Message(message)));
                     }
                 }
@@ -237,7 +244,7 @@ mod tests {
     fn events(wire: &[u8]) -> Result<Vec<Event>, ProtocolError> {
         let mut r = Reader::with_buffered(BytesMut::from(wire));
         let mut out = Vec::new();
-        while let Some(e) = r.next_event(&SERVER, 1 << 20)? {
+        while let Some(e) = r.next_event(&SERVER, 1 << 20, None)? {
             out.push(e);
         }
         Ok(out)
@@ -268,7 +275,7 @@ mod tests {
         // Only the header and the first 16 payload bytes have arrived.
         let mut r = Reader::with_buffered(BytesMut::from(&wire[..6 + 16]));
         assert_eq!(
-            r.next_event(&SERVER, 1 << 20).unwrap_err(),
+            r.next_event(&SERVER, 1 << 20, None).unwrap_err(),
             ProtocolError::InvalidUtf8
         );
     }
@@ -281,7 +288,7 @@ mod tests {
         let mut got = None;
         for &b in &wire {
             r.buf.extend_from_slice(&[b]);
-            if let Some(e) = r.next_event(&SERVER, 1 << 20).unwrap() {
+            if let Some(e) = r.next_event(&SERVER, 1 << 20, None).unwrap() {
                 got = Some(e);
             }
         }
@@ -294,7 +301,7 @@ mod tests {
         let mut r =
             Reader::with_buffered(BytesMut::from(&[0x82, 0xfe, 0x01, 0x00, 1, 2, 3, 4][..]));
         assert_eq!(
-            r.next_event(&SERVER, 255).unwrap_err(),
+            r.next_event(&SERVER, 255, None).unwrap_err(),
             ProtocolError::MessageTooLarge {
                 size: 256,
                 limit: 255

@@ -86,6 +86,19 @@ impl<Io> WebSocket<Io> {
         }
     }
 
+    /// Turns on permessage-deflate (RFC 7692) with the parameters a handshake agreed on.
+    ///
+    /// The tower layer and the client do this themselves; call it only when you ran the
+    /// opening handshake yourself, before the first message. Compression settings (level,
+    /// threshold) come from [`Config::deflate`], or the defaults.
+    #[cfg(feature = "deflate")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "deflate")))]
+    #[must_use]
+    pub fn with_deflate(mut self, params: super::deflate::DeflateParams) -> Self {
+        self.core.set_deflate(params);
+        self
+    }
+
     /// This endpoint's role.
     pub fn role(&self) -> Role {
         self.core.role()

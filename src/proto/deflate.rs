@@ -1,0 +1,564 @@
+//! permessage-deflate (RFC 7692): the configuration, the negotiated parameters, and the
+//! per-connection codec that compresses outgoing messages and inflates incoming ones.
+//!
+//! Memory is the extension's real cost: a zlib compressor with a 32 KiB window holds about
+//! 256 KiB, a decompressor about 40 KiB. A side that keeps its context between messages needs its
+//! own state for the life of the connection; a side that resets it after every message does not,
+//! so that state is borrowed from a per-thread spare for the duration of one message and a
+//! connection that is not in the middle of a message holds none.
+//! [`DeflateConfig::low_memory`] asks for that on both sides.
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use super::config::Role;
+use crate::error::ProtocolError;
+
+/// The bytes a sync flush ends with, which RFC 7692 removes from each message (7.2.1) and the
+/// receiver puts back before inflating (7.2.2).
+const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Output grows by at least this much at a time while inflating.
+const INFLATE_STEP: usize = 16 << 10;
+
+/// What an endpoint offers or accepts for permessage-deflate, and how it compresses.
+///
+/// Off unless set with [`Config::deflate`](crate::Config::deflate). The parameters follow RFC
+/// 7692: `server_*` constrain the server's compressor, `client_*` the client's. A server accepts
+/// the first offer it can honour and never goes beyond what it is configured for; a client
+/// offers exactly this.
+///
+/// ```
+/// use tower_ws::{Config, DeflateConfig};
+///
+/// // Compression with no per-connection zlib state between messages.
+/// let config = Config::default().deflate(DeflateConfig::low_memory());
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateConfig {
+    pub(crate) level: u32,
+    pub(crate) threshold: usize,
+    pub(crate) server_no_context_takeover: bool,
+    pub(crate) client_no_context_takeover: bool,
+    pub(crate) server_max_window_bits: u8,
+    pub(crate) client_max_window_bits: u8,
+}
+
+impl Default for DeflateConfig {
+    /// Level 1, a 64-byte threshold, context kept on both sides, 32 KiB windows: the best ratio
+    /// for chatty JSON, at about 300 KiB of zlib state per connection that sends compressed
+    /// messages (see [`low_memory`](Self::low_memory) for the other end of the trade).
+    fn default() -> Self {
+        Self {
+            level: 1,
+            threshold: 64,
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+}
+
+impl DeflateConfig {
+    /// No context takeover in either direction: each message is compressed on its own, so no
+    /// zlib state stays with a connection between messages. Ratios drop for small messages that
+    /// resemble each other; large messages compress nearly as well.
+    pub fn low_memory() -> Self {
+        Self {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..Self::default()
+        }
+    }
+
+    /// The compression level, 0 (store) to 9 (smallest); values above 9 count as 9.
+    ///
+    /// Default: 1, the fastest level that still compresses: for JSON it gets most of level 6's
+    /// ratio at a fraction of the CPU.
+    #[must_use]
+    pub fn level(mut self, level: u32) -> Self {
+        self.level = level.min(9);
+        self
+    }
+
+    /// Messages shorter than this are sent uncompressed.
+    ///
+    /// Default: 64 bytes, under which deflate's block overhead usually outweighs the gain.
+    #[must_use]
+    pub fn threshold(mut self, bytes: usize) -> Self {
+        self.threshold = bytes;
+        self
+    }
+
+    /// Whether the server resets its compression context after each message.
+    ///
+    /// As a server: do so, and say so in the response (saves the compressor's memory between
+    /// messages). As a client: ask the server to. Default: off.
+    #[must_use]
+    pub fn server_no_context_takeover(mut self, enabled: bool) -> Self {
+        self.server_no_context_takeover = enabled;
+        self
+    }
+
+    /// Whether the client resets its compression context after each message.
+    ///
+    /// As a server: require it of the client (then the server's decompressor holds nothing
+    /// between messages). As a client: do so, and say so in the offer. Default: off.
+    #[must_use]
+    pub fn client_no_context_takeover(mut self, enabled: bool) -> Self {
+        self.client_no_context_takeover = enabled;
+        self
+    }
+
+    /// The largest LZ77 window the server compresses with, as a power of two (9 to 15; other
+    /// values are clamped into that range).
+    ///
+    /// zlib cannot compress with a 256-byte window, so 8 is not offered or accepted for a
+    /// compressor; a peer's window of 8 is always decompressed. Default: 15.
+    #[must_use]
+    pub fn server_max_window_bits(mut self, bits: u8) -> Self {
+        self.server_max_window_bits = bits.clamp(9, 15);
+        self
+    }
+
+    /// The largest LZ77 window the client compresses with, as a power of two (9 to 15).
+    /// Default: 15.
+    #[must_use]
+    pub fn client_max_window_bits(mut self, bits: u8) -> Self {
+        self.client_max_window_bits = bits.clamp(9, 15);
+        self
+    }
+
+    /// The configured level.
+    pub fn get_level(&self) -> u32 {
+        self.level
+    }
+
+    /// The configured threshold.
+    pub fn get_threshold(&self) -> usize {
+        self.threshold
+    }
+}
+
+/// permessage-deflate parameters as agreed in a handshake, from both sides' point of view.
+///
+/// The tower layer and the client negotiate these; code that runs its own handshake builds
+/// them with [`DeflateParams::default`] and the setters, and passes them to
+/// [`WebSocket::with_deflate`](crate::WebSocket::with_deflate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateParams {
+    /// The server resets its compression context after each message.
+    pub server_no_context_takeover: bool,
+    /// The client resets its compression context after each message.
+    pub client_no_context_takeover: bool,
+    /// The server's compression window, as a power of two (8 to 15).
+    pub server_max_window_bits: u8,
+    /// The client's compression window, as a power of two (8 to 15).
+    pub client_max_window_bits: u8,
+}
+
+impl Default for DeflateParams {
+    /// The RFC's defaults: context kept on both sides, 32 KiB windows.
+    fn default() -> Self {
+        Self {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+}
+
+/// One direction's settings, from this endpoint's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Direction {
+    /// zlib window bits (9 to 15: zlib's compressor cannot use 8, and a decompressor with a
+    /// larger window than the compressor's reads its output fine).
+    window_bits: u8,
+    /// Reset after every message.
+    no_context_takeover: bool,
+}
+
+/// The per-connection compression state.
+#[derive(Debug)]
+pub(crate) struct Codec {
+    level: u32,
+    threshold: usize,
+    outgoing: Direction,
+    incoming: Direction,
+    /// Kept only while context carries over between messages.
+    compressor: Option<Box<Compress>>,
+    decompressor: Option<Box<Decompress>>,
+}
+
+impl Codec {
+    pub(crate) fn new(config: DeflateConfig, params: DeflateParams, role: Role) -> Self {
+        let server = Direction {
+            window_bits: params.server_max_window_bits.clamp(9, 15),
+            no_context_takeover: params.server_no_context_takeover,
+        };
+        let client = Direction {
+            window_bits: params.client_max_window_bits.clamp(9, 15),
+            no_context_takeover: params.client_no_context_takeover,
+        };
+        let (outgoing, incoming) = match role {
+            Role::Server => (server, client),
+            Role::Client => (client, server),
+        };
+        Self {
+            level: config.level,
+            threshold: config.threshold,
+            outgoing,
+            incoming,
+            compressor: None,
+            decompressor: None,
+        }
+    }
+
+    /// Whether a message of `len` bytes is worth compressing.
+    pub(crate) fn should_compress(&self, len: usize) -> bool {
+        len >= self.threshold
+    }
+
+    /// Compresses one whole message.
+    pub(crate) fn compress(&mut self, input: &[u8]) -> Bytes {
+        let key = (self.level, self.outgoing.window_bits);
+        let mut compressor = match self.compressor.take() {
+            Some(c) => c,
+            None => spare_compressor(key),
+        };
+        let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        let mut consumed = 0;
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(64));
+            }
+            let before = compressor.total_in();
+            let rest = input.get(consumed..).unwrap_or_default();
+            // Raw deflate into a Vec cannot fail: the only errors are for misuse of the stream.
+            let _ = compressor.compress_vec(rest, &mut out, FlushCompress::Sync);
+            consumed += usize::try_from(compressor.total_in() - before).unwrap_or(usize::MAX);
+            // Done once all input is taken and the flush did not fill the output.
+            if consumed >= input.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        if out.ends_with(&TRAILER) {
+            out.truncate(out.len() - TRAILER.len());
+        }
+        if out.is_empty() {
+            // zlib emits nothing for a flush with nothing pending; RFC 7692 (7.2.3.6) spells an
+            // empty message as one empty block header, which keeps the peer's decompressor at a
+            // block boundary.
+            out.push(0x00);
+        }
+        if self.outgoing.no_context_takeover {
+            compressor.reset();
+            return_compressor(key, compressor);
+        } else {
+            self.compressor = Some(compressor);
+        }
+        Bytes::from(out)
+    }
+
+    /// Inflates one frame's worth of a compressed message into `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::MessageTooLarge`] as soon as the output would pass `limit` (it never
+    /// holds more than `limit + 1` bytes), [`ProtocolError::InvalidCompressedData`] for a
+    /// stream zlib rejects. The connection fails either way, so the decompressor is dropped.
+    pub(crate) fn inflate(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        let bits = self.incoming.window_bits;
+        let decompressor = self
+            .decompressor
+            .get_or_insert_with(|| spare_decompressor(bits));
+        let result = inflate_all(decompressor, input, out, limit);
+        if result.is_err() {
+            self.decompressor = None;
+        }
+        result
+    }
+
+    /// Ends a compressed message: inflates the RFC 7692 trailer (unless the message carried no
+    /// compressed bytes at all, which leaves the peer's compressor where it was), then lets go
+    /// of the decompressor if the peer does not keep context.
+    ///
+    /// # Errors
+    ///
+    /// As [`inflate`](Self::inflate).
+    pub(crate) fn end_message(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+        had_input: bool,
+    ) -> Result<(), ProtocolError> {
+        let result = if had_input {
+            self.inflate(&TRAILER, out, limit)
+        } else {
+            Ok(())
+        };
+        if self.incoming.no_context_takeover
+            && let Some(mut decompressor) = self.decompressor.take()
+        {
+            decompressor.reset(false);
+            return_decompressor(self.incoming.window_bits, decompressor);
+        }
+        result
+    }
+}
+
+/// Runs `input` through the decompressor, growing `out` as needed but never past `limit + 1`.
+fn inflate_all(
+    decompressor: &mut Decompress,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), ProtocolError> {
+    let mut consumed = 0;
+    loop {
+        if out.len() == out.capacity() {
+            // Double as output grows, but only up to one byte past the limit: enough to see that
+            // a message is too large without holding more of it.
+            let room = limit.saturating_add(1).saturating_sub(out.len());
+            let grow = out.len().max(INFLATE_STEP).min(room);
+            if grow == 0 {
+                return Err(too_large(out.len(), limit));
+            }
+            out.reserve_exact(grow);
+        }
+        let (in_before, out_before) = (decompressor.total_in(), out.len());
+        let rest = input.get(consumed..).unwrap_or_default();
+        let status = decompressor
+            .decompress_vec(rest, out, FlushDecompress::Sync)
+            .map_err(|_| ProtocolError::InvalidCompressedData)?;
+        consumed += usize::try_from(decompressor.total_in() - in_before).unwrap_or(usize::MAX);
+        if out.len() > limit {
+            return Err(too_large(out.len(), limit));
+        }
+        let took_input = decompressor.total_in() > in_before;
+        let made_output = out.len() > out_before;
+        let has_room = out.len() < out.capacity();
+        match status {
+            // A final block ends the stream; whatever follows it is reported by zlib when the
+            // next message arrives.
+            Status::StreamEnd => return Ok(()),
+            _ if consumed >= input.len() && has_room => return Ok(()),
+            // Neither input taken nor output made, with room to spare: the stream is stuck.
+            _ if !took_input && !made_output && has_room => {
+                return Err(ProtocolError::InvalidCompressedData);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn too_large(size: usize, limit: usize) -> ProtocolError {
+    ProtocolError::MessageTooLarge {
+        size: size as u64,
+        limit: limit as u64,
+    }
+}
+
+/// A compressor's level and window bits: a spare is reused only for the same settings.
+type CompressorKey = (u32, u8);
+
+thread_local! {
+    /// A reset compressor (with its level and window bits) for connections that do not keep
+    /// context: one per thread serves them all, since a message is compressed synchronously.
+    static SPARE_COMPRESSOR: RefCell<Option<(CompressorKey, Box<Compress>)>> = const { RefCell::new(None) };
+    /// Likewise for decompressors, keyed by window bits.
+    static SPARE_DECOMPRESSOR: RefCell<Option<(u8, Box<Decompress>)>> = const { RefCell::new(None) };
+}
+
+fn spare_compressor(key: CompressorKey) -> Box<Compress> {
+    let spare = SPARE_COMPRESSOR
+        .try_with(|s| s.borrow_mut().take_if(|(k, _)| *k == key))
+        .ok()
+        .flatten();
+    match spare {
+        Some((_, c)) => c,
+        None => Box::new(Compress::new_with_window_bits(
+            Compression::new(key.0),
+            false,
+            key.1,
+        )),
+    }
+}
+
+fn return_compressor(key: CompressorKey, compressor: Box<Compress>) {
+    let _ = SPARE_COMPRESSOR.try_with(|s| *s.borrow_mut() = Some((key, compressor)));
+}
+
+fn spare_decompressor(bits: u8) -> Box<Decompress> {
+    let spare = SPARE_DECOMPRESSOR
+        .try_with(|s| s.borrow_mut().take_if(|(k, _)| *k == bits))
+        .ok()
+        .flatten();
+    match spare {
+        Some((_, d)) => d,
+        None => Box::new(Decompress::new_with_window_bits(false, bits)),
+    }
+}
+
+fn return_decompressor(bits: u8, decompressor: Box<Decompress>) {
+    let _ = SPARE_DECOMPRESSOR.try_with(|s| *s.borrow_mut() = Some((bits, decompressor)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(params: DeflateParams) -> (Codec, Codec) {
+        let config = DeflateConfig::default().threshold(0);
+        (
+            Codec::new(config, params, Role::Client),
+            Codec::new(config, params, Role::Server),
+        )
+    }
+
+    fn receive(
+        receiver: &mut Codec,
+        compressed: &[u8],
+        limit: usize,
+    ) -> Result<Vec<u8>, ProtocolError> {
+        let mut out = Vec::new();
+        receiver.inflate(compressed, &mut out, limit)?;
+        receiver.end_message(&mut out, limit, !compressed.is_empty())?;
+        Ok(out)
+    }
+
+    fn round_trip(sender: &mut Codec, receiver: &mut Codec, message: &[u8]) -> Vec<u8> {
+        let compressed = sender.compress(message);
+        receive(receiver, &compressed, usize::MAX).unwrap()
+    }
+
+    #[test]
+    fn messages_round_trip_with_every_parameter_combination() {
+        let json = br#"{"type":"update","id":12345,"values":[1,2,3,4,5],"ok":true}"#.repeat(20);
+        let messages: [&[u8]; 7] = [&json, b"", b"", b"x", &json[..100], &json, b""];
+        for server_nct in [false, true] {
+            for client_nct in [false, true] {
+                for bits in [9, 12, 15] {
+                    let params = DeflateParams {
+                        server_no_context_takeover: server_nct,
+                        client_no_context_takeover: client_nct,
+                        server_max_window_bits: bits,
+                        client_max_window_bits: bits,
+                    };
+                    let (mut client, mut server) = pair(params);
+                    for message in messages {
+                        assert_eq!(round_trip(&mut client, &mut server, message), message);
+                        assert_eq!(round_trip(&mut server, &mut client, message), message);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn context_takeover_makes_repeated_messages_smaller() {
+        let message = br#"{"event":"tick","symbol":"ACME","price":101.25,"volume":1200}"#;
+        let (mut keep, _) = pair(DeflateParams::default());
+        let first = keep.compress(message).len();
+        let second = keep.compress(message).len();
+        assert!(second < first / 2, "{second} vs {first}");
+        let (mut reset, _) = pair(DeflateParams {
+            client_no_context_takeover: true,
+            ..DeflateParams::default()
+        });
+        assert_eq!(reset.compress(message).len(), reset.compress(message).len());
+    }
+
+    #[test]
+    fn an_empty_message_is_one_empty_block_and_keeps_both_sides_in_step() {
+        let (mut client, mut server) = pair(DeflateParams::default());
+        assert_eq!(round_trip(&mut client, &mut server, b"first"), b"first");
+        assert_eq!(&client.compress(b"")[..], &[0x00]);
+        // A peer that sends no bytes at all for an empty message is read the same way.
+        assert_eq!(receive(&mut server, b"", usize::MAX).unwrap(), b"");
+        assert_eq!(round_trip(&mut client, &mut server, b"after"), b"after");
+    }
+
+    #[test]
+    fn the_sync_flush_trailer_is_removed() {
+        let (mut client, _) = pair(DeflateParams::default());
+        assert!(!client.compress(b"hello hello hello").ends_with(&TRAILER));
+    }
+
+    #[test]
+    fn a_zip_bomb_stops_at_the_limit() {
+        let config = DeflateConfig::default().level(9);
+        let mut client = Codec::new(config, DeflateParams::default(), Role::Client);
+        let (_, mut server) = pair(DeflateParams::default());
+        let bomb = client.compress(&vec![0_u8; 10 << 20]);
+        assert!(
+            bomb.len() < 20_000,
+            "10 MiB of zeros compress to {} bytes",
+            bomb.len()
+        );
+        let mut out = Vec::new();
+        let err = server.inflate(&bomb, &mut out, 1 << 20).unwrap_err();
+        assert!(matches!(err, ProtocolError::MessageTooLarge { limit, .. } if limit == 1 << 20));
+        assert!(
+            out.capacity() <= (1 << 20) + 1,
+            "held {} bytes",
+            out.capacity()
+        );
+    }
+
+    #[test]
+    fn garbage_is_invalid_compressed_data() {
+        let (_, mut server) = pair(DeflateParams::default());
+        assert_eq!(
+            receive(&mut server, &[0xff; 64], usize::MAX),
+            Err(ProtocolError::InvalidCompressedData)
+        );
+    }
+
+    #[test]
+    fn a_message_split_across_frames_inflates_piece_by_piece() {
+        let (mut client, mut server) = pair(DeflateParams::default());
+        let message = "fragmented and compressed ".repeat(500);
+        let compressed = client.compress(message.as_bytes());
+        let mut out = Vec::new();
+        let (a, b) = compressed.split_at(compressed.len() / 3);
+        server.inflate(a, &mut out, usize::MAX).unwrap();
+        server.inflate(b, &mut out, usize::MAX).unwrap();
+        server.end_message(&mut out, usize::MAX, true).unwrap();
+        assert_eq!(out, message.as_bytes());
+    }
+
+    #[test]
+    fn window_bits_outside_zlibs_range_are_clamped_not_a_panic() {
+        let params = DeflateParams {
+            server_max_window_bits: 8,
+            client_max_window_bits: 200,
+            ..DeflateParams::default()
+        };
+        let (mut client, mut server) = pair(params);
+        assert_eq!(
+            round_trip(&mut client, &mut server, b"still works"),
+            b"still works"
+        );
+        let config = DeflateConfig::default()
+            .server_max_window_bits(3)
+            .client_max_window_bits(99);
+        assert_eq!(
+            (config.server_max_window_bits, config.client_max_window_bits),
+            (9, 15)
+        );
+    }
+}
