@@ -222,7 +222,7 @@ impl Error {
     /// The opening handshake failed for the reason `what`; add the server's answer or the
     /// transport's error as the source.
     #[cfg_attr(
-        not(feature = "client"),
+        not(any(test, feature = "client")),
         expect(
             dead_code,
             reason = "only the client performs a handshake that can fail"
@@ -345,7 +345,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     #[cfg_attr(
-        not(feature = "client"),
+        not(any(test, feature = "client")),
         expect(
             dead_code,
             reason = "only the client builder validates settings so far"
