@@ -418,3 +418,14 @@ async fn refuses_urls_that_are_not_websocket_urls() {
     })
     .await;
 }
+
+#[test]
+fn handshake_futures_can_be_spawned() {
+    fn assert_send<T: Send>(_: &T) {}
+    let client = ClientBuilder::new();
+    let connect = client.connect("ws://127.0.0.1:1/");
+    assert_send(&connect);
+    let (io, _) = tokio::io::duplex(64);
+    let handshake = client.handshake("ws://127.0.0.1/", io);
+    assert_send(&handshake);
+}
