@@ -36,8 +36,8 @@ struct Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// Reading from or writing to the transport failed, or the peer dropped the connection
-    /// without a close frame.
+    /// Reading from or writing to the transport failed, the peer dropped the connection
+    /// without a close frame, or (client side) the TCP connection could not be opened.
     Io,
     /// The peer broke a rule of RFC 6455; the connection was failed with close code 1002.
     Protocol,
@@ -47,7 +47,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The connection is closed (or closing): nothing more can be sent.
     Closed,
-    /// The peer did not answer in time: a close handshake or a keepalive ping timed out.
+    /// The peer did not answer in time: a close handshake or a keepalive ping timed out, or
+    /// (client side) connecting or the opening handshake took longer than allowed.
     Timeout,
     /// A message the application asked to send cannot be sent as given (for example a ping
     /// payload over 125 bytes). The connection is unaffected.
