@@ -376,7 +376,7 @@ async fn never_panics_on_malformed_answers() {
                 } else {
                     scripted_server(move |_| Some(bytes)).await
                 };
-                let client = ClientBuilder::new().handshake_timeout(Duration::from_secs(3));
+                let client = ClientBuilder::new().handshake_timeout(Duration::from_secs(1));
                 let err = refused_by(addr, &client).await;
                 assert!(
                     matches!(err.kind(), ErrorKind::Handshake | ErrorKind::Timeout),
