@@ -13,9 +13,11 @@
 //! `Sec-WebSocket-Key` and `Sec-WebSocket-Version: 13`. The answer must be `101 Switching
 //! Protocols` with `Upgrade: websocket`, a `Connection` header holding `upgrade`, the
 //! `Sec-WebSocket-Accept` value for our key, no extension (none is offered), and a subprotocol
-//! only if it is one of those offered. Anything else fails with
+//! only if it is one of those offered. Any other answer fails with
 //! [`ErrorKind::Handshake`](crate::ErrorKind::Handshake), whose source is a
-//! [`HandshakeRejected`] with the server's status, headers and the start of its body.
+//! [`HandshakeRejected`] with the server's status, headers and the start of its body. Connecting
+//! and the handshake are bounded by timeouts (10 seconds each by default), and no answer, however
+//! malformed, makes the client panic.
 //!
 //! ```
 //! use tower_ws::{ClientBuilder, Message};
