@@ -36,8 +36,8 @@ struct Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// Reading from or writing to the transport failed, or the peer dropped the connection
-    /// without a close frame.
+    /// Reading from or writing to the transport failed, the peer dropped the connection
+    /// without a close frame, or (client side) the TCP connection could not be opened.
     Io,
     /// The peer broke a rule of RFC 6455; the connection was failed with close code 1002.
     Protocol,
@@ -47,12 +47,16 @@ pub enum ErrorKind {
     TooLarge,
     /// The connection is closed (or closing): nothing more can be sent.
     Closed,
-    /// The peer did not answer in time: a close handshake or a keepalive ping timed out.
+    /// The peer did not answer in time: a close handshake or a keepalive ping timed out, or
+    /// (client side) connecting or the opening handshake took longer than allowed.
     Timeout,
     /// A message the application asked to send cannot be sent as given (for example a ping
     /// payload over 125 bytes). The connection is unaffected.
     InvalidMessage,
-    /// The opening handshake failed (client side).
+    /// The opening handshake failed (client side): the transport could not be reached, the
+    /// server refused the upgrade, or its answer broke RFC 6455. When the server answered, the
+    /// error's [`source`](StdError::source) is a `HandshakeRejected` (feature `client`) holding
+    /// the status, the headers and the start of the body.
     Handshake,
 }
 
@@ -221,6 +225,19 @@ impl Error {
         Self::new(ErrorKind::InvalidMessage).with_context(what)
     }
 
+    /// The opening handshake failed for the reason `what`; add the server's answer or the
+    /// transport's error as the source.
+    #[cfg_attr(
+        not(any(test, feature = "client")),
+        expect(
+            dead_code,
+            reason = "only the client performs a handshake that can fail"
+        )
+    )]
+    pub(crate) fn handshake(what: &'static str) -> Self {
+        Self::new(ErrorKind::Handshake).with_context(what)
+    }
+
     pub(crate) fn with_context(mut self, context: &'static str) -> Self {
         self.inner.context = Some(context);
         self
@@ -322,6 +339,40 @@ impl StdError for Error {
     }
 }
 
+/// A setting that cannot work, refused when it is set rather than when it is used.
+///
+/// For example a subprotocol that is not an HTTP token, or an extra client header that the
+/// handshake itself must set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    what: &'static str,
+    value: Box<str>,
+}
+
+impl ConfigError {
+    #[cfg_attr(
+        not(any(test, feature = "client")),
+        expect(
+            dead_code,
+            reason = "only the client builder validates settings so far"
+        )
+    )]
+    pub(crate) fn new(what: &'static str, value: impl Into<Box<str>>) -> Self {
+        Self {
+            what,
+            value: value.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {:?}", self.what, self.value)
+    }
+}
+
+impl StdError for ConfigError {}
+
 impl From<io::Error> for Error {
     fn from(err: io::Error) -> Self {
         Self::io(err)
@@ -359,6 +410,22 @@ mod tests {
             e.to_string(),
             "message of 10 bytes exceeds the message size limit of 5 (sent close 1009)"
         );
+    }
+
+    #[test]
+    fn handshake_errors_name_the_check_and_keep_the_answer_as_source() {
+        let answer = io::Error::other("403 Forbidden");
+        let e = Error::handshake("server refused the upgrade").with_source(answer);
+        assert_eq!(e.kind(), ErrorKind::Handshake);
+        assert_eq!(e.close_code(), None);
+        assert_eq!(e.to_string(), "server refused the upgrade");
+        assert_eq!(e.source().unwrap().to_string(), "403 Forbidden");
+    }
+
+    #[test]
+    fn config_errors_quote_the_refused_value() {
+        let e = ConfigError::new("subprotocol is not an HTTP token", "a b");
+        assert_eq!(e.to_string(), r#"subprotocol is not an HTTP token: "a b""#);
     }
 
     #[test]
