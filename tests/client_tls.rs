@@ -4,7 +4,6 @@
 //! The server side is tokio-tungstenite behind tokio-rustls for now; it moves to this crate's
 //! own layer once that lands.
 
-#[expect(dead_code, reason = "each test file uses a part of the shared helpers")]
 mod support {
     pub(crate) mod peers;
 }

@@ -18,7 +18,7 @@ use super::builder::ClientBuilder;
 use super::rejected::HandshakeRejected;
 use crate::error::{Error, Result};
 use crate::handshake::key::{accept_value, generate_key};
-use crate::proto::{Role, WebSocket};
+use crate::proto::{Config, Role, WebSocket};
 
 /// How long the start of a refusal's body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -147,9 +147,16 @@ where
     }
     let upgrade = hyper::upgrade::on(&mut response);
     let (head, _) = response.into_parts();
-    if let Err(what) = check(&head.headers, &key, &builder.protocols) {
-        return Err(Error::handshake(what).with_source(HandshakeRejected::new(head, Bytes::new())));
-    }
+    let checked = check(&head.headers, &key, &builder.protocols)
+        .and_then(|()| extensions(&head.headers, &builder.config));
+    let negotiated = match checked {
+        Ok(negotiated) => negotiated,
+        Err(what) => {
+            return Err(
+                Error::handshake(what).with_source(HandshakeRejected::new(head, Bytes::new()))
+            );
+        }
+    };
     let upgraded = conn
         .drive(upgrade)
         .await
@@ -164,7 +171,7 @@ where
         Role::Client,
         builder.config,
     );
-    Ok((socket, Response::from_parts(head, ())))
+    Ok((negotiated.apply(socket), Response::from_parts(head, ())))
 }
 
 /// The handshake request (RFC 6455 section 4.1).
@@ -185,6 +192,13 @@ fn request(target: &Target, builder: &ClientBuilder, key: &HeaderValue) -> Reque
     }
     if let Some(protocols) = &builder.protocols_header {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocols.clone());
+    }
+    #[cfg(feature = "deflate")]
+    if let Some(deflate) = builder.config.get_deflate() {
+        headers.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            crate::handshake::deflate::offer(deflate),
+        );
     }
     let mut request = Request::new(Empty::new());
     *request.uri_mut() = target.path.clone();
@@ -213,12 +227,6 @@ fn check(headers: &HeaderMap, key: &HeaderValue, offered: &[Box<str>]) -> Result
         (None, _) => return Err("server's answer lacks `Sec-WebSocket-Accept`"),
         _ => return Err("server's `Sec-WebSocket-Accept` does not match the key sent"),
     }
-    if tokens(headers, &header::SEC_WEBSOCKET_EXTENSIONS)
-        .next()
-        .is_some()
-    {
-        return Err("server chose an extension that was not offered");
-    }
     let mut protocol = tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL);
     match (protocol.next(), protocol.next()) {
         (None, _) => {}
@@ -227,6 +235,57 @@ fn check(headers: &HeaderMap, key: &HeaderValue, offered: &[Box<str>]) -> Result
         (Some(_), Some(_)) => return Err("server chose more than one subprotocol"),
     }
     Ok(())
+}
+
+/// What the server's `Sec-WebSocket-Extensions` answer turned on.
+#[derive(Debug, Default)]
+struct Negotiated {
+    #[cfg(feature = "deflate")]
+    deflate: Option<crate::proto::DeflateParams>,
+}
+
+impl Negotiated {
+    /// Turns the negotiated extensions on for `socket`.
+    #[cfg_attr(
+        not(feature = "deflate"),
+        expect(clippy::unused_self, reason = "deflate is the only extension")
+    )]
+    fn apply<Io>(self, socket: WebSocket<Io>) -> WebSocket<Io> {
+        #[cfg(feature = "deflate")]
+        if let Some(params) = self.deflate {
+            return socket.with_deflate(params);
+        }
+        socket
+    }
+}
+
+/// Checks the server's `Sec-WebSocket-Extensions` against what we offered (RFC 6455 section
+/// 4.1, check 5): permessage-deflate if the config asks for it, nothing otherwise.
+fn extensions(headers: &HeaderMap, config: &Config) -> Result<Negotiated, &'static str> {
+    #[cfg(feature = "deflate")]
+    if let Some(deflate) = config.get_deflate() {
+        use crate::handshake::deflate::{AnswerError, check_answer};
+        let answer = check_answer(headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS), deflate);
+        return answer
+            .map(|deflate| Negotiated { deflate })
+            .map_err(|e| match e {
+                AnswerError::Malformed => "server's `Sec-WebSocket-Extensions` is malformed",
+                AnswerError::Unexpected => "server chose an extension that was not offered",
+                AnswerError::BadParameter => {
+                    "server answered permessage-deflate with a parameter we did not offer or \
+                     cannot honour"
+                }
+            });
+    }
+    #[cfg(not(feature = "deflate"))]
+    let _ = config;
+    if tokens(headers, &header::SEC_WEBSOCKET_EXTENSIONS)
+        .next()
+        .is_some()
+    {
+        return Err("server chose an extension that was not offered");
+    }
+    Ok(Negotiated::default())
 }
 
 /// The comma-separated elements of every value of header `name`, trimmed, empty ones skipped.
@@ -405,10 +464,11 @@ mod tests {
     }
 
     #[test]
-    fn refuses_any_extension_since_none_is_offered() {
+    fn refuses_any_extension_it_did_not_offer() {
         let mut a = good();
         a.push(("sec-websocket-extensions", "permessage-deflate"));
-        assert!(check_with(&a, &[]).unwrap_err().contains("extension"));
+        let err = extensions(&answer(&a), &Config::default()).unwrap_err();
+        assert!(err.contains("extension"));
     }
 
     #[test]
