@@ -114,7 +114,8 @@ where
     })
 }
 
-/// The inner service of most tests: answers `inner <METHOD> <PATH> body=<BODY>`.
+/// The inner service of most tests: answers `inner <METHOD> <PATH> body=<BODY>`, in the body
+/// and in the `x-inner` header.
 pub fn inner()
 -> impl Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
 + Clone
@@ -126,9 +127,14 @@ pub fn inner()
         let path = request.uri().path().to_owned();
         let body = request.into_body().collect().await.map(|b| b.to_bytes());
         let body = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
-            "inner {method} {path} body={body}"
-        )))))
+        let text = format!("inner {method} {path} body={body}");
+        let mut response = Response::new(Full::new(Bytes::from(text.clone())));
+        // Also in a header: a 200 to an HTTP/2 CONNECT turns the stream into a tunnel and
+        // hyper sends no body.
+        response
+            .headers_mut()
+            .insert("x-inner", text.parse().unwrap());
+        Ok::<_, Infallible>(response)
     })
 }
 
