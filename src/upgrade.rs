@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::task::Poll;
@@ -75,7 +76,9 @@ async fn run<H: Handler>(
         None => return,
     };
     let (io, read_buf) = UpgradedIo::from_upgraded(upgraded);
-    if let Some(peer) = io.peer_addr() {
+    if handshake.extensions().get::<SocketAddr>().is_none()
+        && let Some(peer) = io.peer_addr()
+    {
         tracing::Span::current().record("peer", tracing::field::display(peer));
     }
     let mut socket = WebSocket::from_partially_read(io, read_buf, Role::Server, config);

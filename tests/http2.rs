@@ -57,7 +57,10 @@ fn extended_connect(addr: SocketAddr, path: &str) -> http::request::Builder {
 async fn open(
     sender: &mut SendRequest<Empty<Bytes>>,
     request: Request<Empty<Bytes>>,
-) -> (Response<hyper::body::Incoming>, WebSocket<TokioIo<hyper::upgrade::Upgraded>>) {
+) -> (
+    Response<hyper::body::Incoming>,
+    WebSocket<TokioIo<hyper::upgrade::Upgraded>>,
+) {
     let mut response = within(sender.send_request(request)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let upgraded = within(hyper::upgrade::on(&mut response)).await.unwrap();
@@ -89,17 +92,23 @@ async fn extended_connect_gets_200_without_accept_or_length_and_the_stream_echoe
 
 #[tokio::test]
 async fn the_handler_sees_http2_and_connect_and_the_subprotocol() {
-    let handler = handler_fn(|Session { mut socket, handshake, .. }| async move {
-        let summary = format!(
-            "{:?} {} {} {}",
-            handshake.version(),
-            handshake.method(),
-            handshake.uri().path(),
-            handshake.protocol().unwrap_or("none"),
-        );
-        socket.send(summary.as_str()).await?;
-        socket.close(CloseCode::NORMAL, "").await
-    });
+    let handler = handler_fn(
+        |Session {
+             mut socket,
+             handshake,
+             ..
+         }| async move {
+            let summary = format!(
+                "{:?} {} {} {}",
+                handshake.version(),
+                handshake.method(),
+                handshake.uri().path(),
+                handshake.protocol().unwrap_or("none"),
+            );
+            socket.send(summary.as_str()).await?;
+            socket.close(CloseCode::NORMAL, "").await
+        },
+    );
     let layer = UpgradeLayer::new(handler).protocols(Protocols::new(["chat"]).unwrap());
     let addr = server(layer).await;
     let mut sender = h2_client(addr).await;
@@ -175,7 +184,9 @@ async fn ordinary_http2_requests_and_other_connects_reach_the_inner_service() {
     let body = within(response.into_body().collect()).await.unwrap();
     assert_eq!(body.to_bytes(), "inner GET /page body=");
 
-    let mut other = extended_connect(addr, "/tunnel").body(Empty::new()).unwrap();
+    let mut other = extended_connect(addr, "/tunnel")
+        .body(Empty::new())
+        .unwrap();
     other
         .extensions_mut()
         .insert(Protocol::from_static("webtransport"));

@@ -51,7 +51,11 @@ async fn shutdown_closes_every_socket_with_1001_and_waits_for_the_handlers() {
 
     let dropped = within(shutdown.shutdown(Duration::from_secs(5))).await;
     assert_eq!(dropped, 0);
-    assert_eq!(finished.load(Ordering::SeqCst), 5, "shutdown returned before the handlers");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        5,
+        "shutdown returned before the handlers"
+    );
     assert_eq!(shutdown.active(), 0);
     for reader in readers {
         assert_eq!(within(reader).await.unwrap(), Some(1001));
@@ -64,7 +68,8 @@ async fn a_socket_whose_peer_never_answers_is_dropped_at_the_deadline() {
         while let Some(Ok(_)) = socket.recv().await {}
     });
     // A close timeout far beyond the deadline: the deadline must be what ends the session.
-    let layer = UpgradeLayer::new(handler).config(Config::default().close_timeout(Duration::from_secs(60)));
+    let layer =
+        UpgradeLayer::new(handler).config(Config::default().close_timeout(Duration::from_secs(60)));
     let shutdown = layer.shutdown_handle();
     let addr = serve(ServiceBuilder::new().layer(layer).service(inner())).await;
 
@@ -97,7 +102,11 @@ async fn a_socket_whose_peer_never_answers_is_dropped_at_the_deadline() {
     })
     .await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(received.get(..4), Some(&[0x88, 22, 0x03, 0xE9][..]), "{received:?}");
+    assert_eq!(
+        received.get(..4),
+        Some(&[0x88, 22, 0x03, 0xE9][..]),
+        "{received:?}"
+    );
     assert_eq!(&received[4..], b"server shutting down");
     within(async {
         while shutdown.active() > 0 {

@@ -1,0 +1,125 @@
+//! The axum example's router, served by `axum::serve`: JSON routes beside the chat room, over
+//! HTTP/1.1 and HTTP/2.
+
+pub mod support;
+
+#[path = "../examples/axum.rs"]
+#[expect(dead_code, reason = "the example's `main` is not run by the tests")]
+pub mod example;
+
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use support::{Client, VALID, connect, handshake, raw, within};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn serve_example() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = example::app().into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+async fn next_text(client: &mut Client) -> String {
+    loop {
+        match within(client.next()).await {
+            Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+            Some(Ok(_)) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+async fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let response = raw(addr, &handshake("GET", path, &["Connection: close"])).await;
+    assert_eq!(response.status, 200);
+    serde_json::from_str(&response.body).unwrap()
+}
+
+#[tokio::test]
+async fn json_routes_answer_beside_the_websocket_route() {
+    let addr = serve_example().await;
+    assert_eq!(
+        json(addr, "/api/health").await,
+        serde_json::json!({ "status": "ok" })
+    );
+    let stats = json(addr, "/api/stats").await;
+    assert_eq!(stats["members"], 0);
+}
+
+#[tokio::test]
+async fn every_member_receives_every_message() {
+    let addr = serve_example().await;
+    let mut alice = connect(addr, "/chat?name=alice").await;
+    assert_eq!(next_text(&mut alice).await, "* alice joined");
+    let mut bob = connect(addr, "/chat?name=bob").await;
+    assert_eq!(next_text(&mut bob).await, "* bob joined");
+    assert_eq!(next_text(&mut alice).await, "* bob joined");
+    assert_eq!(json(addr, "/api/stats").await["members"], 2);
+
+    within(alice.send(Message::text("hi bob"))).await.unwrap();
+    assert_eq!(next_text(&mut alice).await, "alice: hi bob");
+    assert_eq!(next_text(&mut bob).await, "alice: hi bob");
+    within(bob.send(Message::text("hi alice"))).await.unwrap();
+    assert_eq!(next_text(&mut bob).await, "bob: hi alice");
+    assert_eq!(next_text(&mut alice).await, "bob: hi alice");
+
+    within(bob.close(None)).await.unwrap();
+    assert_eq!(next_text(&mut alice).await, "* bob left");
+}
+
+#[tokio::test]
+async fn the_chat_route_refuses_plain_requests_and_foreign_origins() {
+    let addr = serve_example().await;
+    let response = raw(addr, &handshake("GET", "/chat", &["Connection: close"])).await;
+    assert_eq!(response.status, 426);
+    let lines = [VALID.as_slice(), &["Origin: https://evil.example"]].concat();
+    let response = raw(addr, &handshake("GET", "/chat", &lines)).await;
+    assert_eq!(response.status, 403);
+}
+
+#[tokio::test]
+async fn the_chat_route_takes_http2_websockets() {
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tower_ws::{Config, Role, WebSocket};
+
+    let addr = serve_example().await;
+    let stream = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let (mut sender, connection) = within(
+        hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream)),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    // One ordinary request first, so the server's settings (connect protocol on) have arrived.
+    let health = http::Request::get(format!("http://{addr}/api/health"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(
+        within(sender.send_request(health)).await.unwrap().status(),
+        200
+    );
+
+    let mut connect = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}/chat?name=carol"))
+        .header("sec-websocket-version", "13")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = within(sender.send_request(connect)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let upgraded = within(hyper::upgrade::on(&mut response)).await.unwrap();
+    let mut socket = WebSocket::new(TokioIo::new(upgraded), Role::Client, Config::default());
+    let joined = within(socket.recv()).await.unwrap().unwrap();
+    assert_eq!(joined.as_text(), Some("* carol joined"));
+    within(socket.send("over h2")).await.unwrap();
+    let echoed = within(socket.recv()).await.unwrap().unwrap();
+    assert_eq!(echoed.as_text(), Some("carol: over h2"));
+}
