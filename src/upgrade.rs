@@ -173,7 +173,14 @@ async fn call<H: Handler>(handler: &mut H, session: Session) -> Ending {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(Ok(()))) => Poll::Ready(Ending::Returned),
             Ok(Poll::Ready(Err(error))) => {
-                log_error("websocket handler failed", &error.into());
+                let error: BoxError = error.into();
+                if let Some(error) = error.downcast_ref::<crate::Error>() {
+                    // The connection failed under the handler (the peer left or broke the
+                    // protocol): the peer's doing, already reported by the engine.
+                    tracing::debug!(error = %ErrorChain(error), "websocket handler ended by a connection error");
+                } else {
+                    log_error("websocket handler failed", &error);
+                }
                 Poll::Ready(Ending::Failed)
             }
             Err(panic) => {
