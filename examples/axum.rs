@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Every message a member sends is broadcast to every member. `/chat` uses axum's `any`
-//! method router so that HTTP/2 WebSockets (an extended CONNECT, not a GET) reach the layer;
+//! method router so that HTTP/2 WebSocket handshakes (an extended CONNECT, not a GET) reach the layer;
 //! axum's `serve` enables the connect protocol when axum's `http2` feature is on.
 
 use std::net::SocketAddr;

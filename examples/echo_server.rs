@@ -1,6 +1,6 @@
 //! The echo server: a WebSocket echo on `/ws`, a page that talks to it on `/`, and `/health`,
 //! served by hyper with hyper-util's auto builder (HTTP/1.1, and cleartext HTTP/2 with
-//! WebSockets over extended CONNECT).
+//! WebSocket sessions over extended CONNECT).
 //!
 //! ```sh
 //! cargo run --example echo_server            # http://127.0.0.1:3000

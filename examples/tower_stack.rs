@@ -39,6 +39,10 @@ struct User(&'static str);
 
 /// Authenticates with `Authorization: Bearer <token>` or, for browsers (which cannot set
 /// headers on a WebSocket handshake), `?token=<token>`; puts the [`User`] in the request.
+#[expect(
+    clippy::result_large_err,
+    reason = "tower-http's `ValidateRequest` takes the rejection response by value"
+)]
 fn authenticate(request: &mut Request<Incoming>) -> Result<(), Response<Body>> {
     let bearer = request
         .headers()

@@ -28,6 +28,7 @@ use crate::proto::WebSocket;
 ///     socket.send(greeting.as_str()).await?;
 ///     Ok::<_, tower_ws::Error>(())
 /// });
+/// # let _ = tower_ws::UpgradeLayer::new(handler);
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -166,6 +167,7 @@ impl<T> Handler for T where
 ///     }
 ///     Ok::<_, tower_ws::Error>(())
 /// }));
+/// # let _ = layer;
 /// ```
 pub fn handler_fn<F, Fut>(f: F) -> HandlerFn<F>
 where

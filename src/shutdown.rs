@@ -111,6 +111,7 @@ impl Drop for SessionGuard {
 /// let dropped = shutdown.shutdown(Duration::from_secs(10)).await;
 /// assert_eq!(dropped, 0, "every session closed in time");
 /// # }
+/// # drop(run());
 /// ```
 ///
 /// [`UpgradeLayer`]: crate::UpgradeLayer

@@ -1,4 +1,4 @@
-//! WebSockets over HTTP/2 (RFC 8441) with hyper's HTTP/2 client doing the extended CONNECT.
+//! WebSocket sessions over HTTP/2 (RFC 8441) with hyper's HTTP/2 client doing the extended CONNECT.
 #![cfg(feature = "http2")]
 
 pub mod support;
@@ -86,7 +86,7 @@ async fn extended_connect_gets_200_without_accept_or_length_and_the_stream_echoe
         .await
         .unwrap();
     let echoed = within(socket.recv()).await.unwrap().unwrap();
-    assert_eq!(echoed.as_payload(), &[9_u8; 70_000][..]);
+    assert_eq!(echoed.as_payload(), vec![9_u8; 70_000].as_slice());
     within(socket.close(CloseCode::NORMAL, "")).await.unwrap();
 }
 

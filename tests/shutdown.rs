@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use support::{VALID, close_code, connect, handshake, inner, raw, serve, within};
 use tokio::io::AsyncReadExt;
 use tower::ServiceBuilder;
@@ -136,7 +137,6 @@ async fn a_handler_that_never_polls_its_socket_is_dropped_at_the_deadline() {
     let dropped = within(shutdown.shutdown(Duration::from_millis(200))).await;
     assert_eq!(dropped, 1);
     // The connection ends without a close frame: the handler never let the socket send one.
-    use futures_util::StreamExt;
     let end = within(client.next()).await;
     assert!(
         matches!(end, None | Some(Err(_))),

@@ -20,6 +20,7 @@ use http::StatusCode;
 ///     }
 /// }
 /// # }
+/// # inspect(http::Response::new(()));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandshakeError {

@@ -24,6 +24,7 @@ use super::headers::{Single, list_elements, single};
 /// use tower_ws::Protocols;
 ///
 /// let protocols = Protocols::new(["v2.chat", "v1.chat"])?;
+/// assert!(!protocols.is_empty());
 /// assert!(Protocols::new(["not a token"]).is_err());
 /// # Ok::<(), tower_ws::ConfigError>(())
 /// ```
@@ -115,15 +116,18 @@ fn is_token(name: &[u8]) -> bool {
 /// [`HandshakeErrorKind::OriginNotAllowed`]: crate::HandshakeErrorKind::OriginNotAllowed
 ///
 /// ```
-/// use tower_ws::AllowOrigin;
+/// use tower_ws::{AllowOrigin, Session, UpgradeLayer, handler_fn};
 ///
+/// # let handler = handler_fn(|_: Session| async {});
 /// // Also allow the front end's origin:
-/// let policy = AllowOrigin::list(["https://app.example.com"])?;
+/// let layer = UpgradeLayer::new(handler)
+///     .allow_origin(AllowOrigin::list(["https://app.example.com"])?);
 ///
 /// // Or decide per request:
-/// let policy = AllowOrigin::predicate(|origin, _request| {
+/// let layer = layer.allow_origin(AllowOrigin::predicate(|origin, _request| {
 ///     origin.as_bytes().ends_with(b".example.com")
-/// });
+/// }));
+/// # let _ = layer;
 /// # Ok::<(), tower_ws::ConfigError>(())
 /// ```
 #[derive(Clone, Default)]

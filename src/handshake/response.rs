@@ -34,6 +34,7 @@ use super::key::accept_value;
 ///     _ => DefaultOnReject.on_reject(error),
 /// };
 /// let layer = UpgradeLayer::new(handler_fn(|_: Session| async {})).on_reject(responder);
+/// # let _ = layer;
 /// ```
 pub trait OnReject: Send + Sync + 'static {
     /// The response to a refused handshake.

@@ -1,5 +1,10 @@
 //! Shared test helpers: real hyper servers on loopback, a raw HTTP/1.1 client for exact
 //! handshake bytes, and tokio-tungstenite as an independent WebSocket client.
+#![expect(
+    clippy::missing_panics_doc,
+    clippy::missing_errors_doc,
+    reason = "test helpers fail the test by panicking; that is their whole contract"
+)]
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -125,7 +130,11 @@ pub fn inner()
     tower::service_fn(|request: Request<Incoming>| async move {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let body = request.into_body().collect().await.map(|b| b.to_bytes());
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes);
         let body = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
         let text = format!("inner {method} {path} body={body}");
         let mut response = Response::new(Full::new(Bytes::from(text.clone())));
