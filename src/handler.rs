@@ -58,56 +58,86 @@ impl Session {
 /// layer received it.
 #[derive(Debug)]
 pub struct Handshake {
-    head: Parts,
+    // Boxed: a session's task carries a pointer, not the whole head.
+    head: Box<Head>,
+}
+
+#[derive(Debug)]
+struct Head {
+    parts: Parts,
     protocol: Option<HeaderValue>,
 }
 
 impl Handshake {
-    pub(crate) fn new(head: Parts, protocol: Option<HeaderValue>) -> Self {
-        Self { head, protocol }
+    pub(crate) fn new(parts: Parts, protocol: Option<HeaderValue>) -> Self {
+        Self {
+            head: Box::new(Head {
+                parts: detach(parts),
+                protocol,
+            }),
+        }
     }
 
     /// The request method: `GET` on HTTP/1.1, `CONNECT` on HTTP/2.
     pub fn method(&self) -> &Method {
-        &self.head.method
+        &self.head.parts.method
     }
 
     /// The request URI (on HTTP/2 it includes `:scheme` and `:authority`).
     pub fn uri(&self) -> &Uri {
-        &self.head.uri
+        &self.head.parts.uri
     }
 
     /// The HTTP version the handshake used: [`Version::HTTP_11`], or [`Version::HTTP_2`] for an
     /// RFC 8441 extended CONNECT. Nothing else about the session depends on it.
     pub fn version(&self) -> Version {
-        self.head.version
+        self.head.parts.version
     }
 
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.head.headers
+        &self.head.parts.headers
     }
 
     /// The request extensions, as set by the server and earlier middleware.
     pub fn extensions(&self) -> &Extensions {
-        &self.head.extensions
+        &self.head.parts.extensions
     }
 
     /// The request extensions, mutably (to take a value out, for example).
     pub fn extensions_mut(&mut self) -> &mut Extensions {
-        &mut self.head.extensions
+        &mut self.head.parts.extensions
     }
 
     /// The subprotocol the layer chose from the client's offer, if any (see
     /// [`Protocols`](crate::Protocols)).
     pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_ref().and_then(|p| p.to_str().ok())
+        self.head.protocol.as_ref().and_then(|p| p.to_str().ok())
     }
 
     /// The request head.
     pub fn into_parts(self) -> Parts {
-        self.head
+        self.head.parts
     }
+}
+
+/// Copies the header values and the URI out of the buffer the server parsed them from.
+///
+/// hyper's values are slices of its connection read buffer (16 KiB once a handshake has been
+/// read), so a session keeping the request head would keep that whole buffer alive: the
+/// copies cost a few hundred bytes instead.
+fn detach(mut parts: Parts) -> Parts {
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), copy);
+    }
+    parts.headers = headers;
+    if let Ok(uri) = Uri::try_from(parts.uri.to_string()) {
+        parts.uri = uri;
+    }
+    parts
 }
 
 mod sealed {
@@ -267,5 +297,36 @@ impl HandlerOutput for () {
 impl<E: Into<BoxError>> HandlerOutput for Result<(), E> {
     fn into_result(self) -> Result<(), BoxError> {
         self.map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn the_handshake_does_not_keep_the_servers_read_buffer_alive() {
+        // What hyper does: header values and the URI are slices of its read buffer.
+        let buffer = Bytes::from(b"GET /chat?room=1 HTTP/1.1\r\nx-token: secret\r\n".repeat(100));
+        let in_buffer = |p: *const u8| buffer.as_ptr_range().contains(&p);
+        let mut request = http::Request::new(());
+        *request.uri_mut() = Uri::from_maybe_shared(buffer.slice(4..16)).unwrap();
+        let value = HeaderValue::from_maybe_shared(buffer.slice(36..42)).unwrap();
+        request.headers_mut().append("x-token", value);
+        let mut sensitive = HeaderValue::from_static("s3cr3t");
+        sensitive.set_sensitive(true);
+        request.headers_mut().append("x-token", sensitive);
+        let (parts, ()) = request.into_parts();
+        assert!(in_buffer(parts.uri.path().as_ptr()));
+
+        let handshake = Handshake::new(parts, None);
+        assert_eq!(handshake.uri(), "/chat?room=1");
+        assert!(!in_buffer(handshake.uri().path().as_ptr()));
+        let values: Vec<_> = handshake.headers().get_all("x-token").iter().collect();
+        assert_eq!(values, ["secret", "s3cr3t"]);
+        assert!(!in_buffer(values[0].as_bytes().as_ptr()));
+        assert!(values[1].is_sensitive());
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -32,8 +32,19 @@ enum Inner {
 }
 
 impl UpgradedIo {
-    /// The connection from hyper, and the bytes hyper read past the handshake.
-    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (Self, Bytes) {
+    /// The connection from hyper, and the bytes hyper read past the handshake (copied out, so
+    /// hyper's read buffer is freed now rather than kept by an idle socket).
+    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (Self, BytesMut) {
+        let (io, read_buf) = Self::unwrap(upgraded);
+        let read_buf = if read_buf.is_empty() {
+            BytesMut::new()
+        } else {
+            BytesMut::from(&read_buf[..])
+        };
+        (io, read_buf)
+    }
+
+    fn unwrap(upgraded: Upgraded) -> (Self, Bytes) {
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => return (Self::tcp(parts.io.into_inner()), parts.read_buf),
             Err(upgraded) => upgraded,
