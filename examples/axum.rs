@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Every message a member sends is broadcast to every member. `/chat` uses axum's `any`
-//! method router so that HTTP/2 WebSocket handshakes (an extended CONNECT, not a GET) reach the layer;
-//! axum's `serve` enables the connect protocol when axum's `http2` feature is on.
+//! method router so that HTTP/2 WebSocket handshakes (an extended CONNECT, not a GET) reach
+//! the layer; axum's `serve` enables the connect protocol when axum's `http2` feature is on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ pub fn app_with_shutdown() -> (Router, Shutdown) {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/api/stats", get(stats))
-        // `any`, not `get`: an HTTP/2 WebSocket handshake is a CONNECT.
+        // `any`: the route takes the HTTP/2 handshake too, which is a CONNECT.
         .route("/chat", any(not_a_websocket).layer(chat))
         .with_state(room)
         .layer(middleware::map_request(peer_address));

@@ -16,8 +16,9 @@ use tokio::net::TcpStream;
 /// after the handshake. It implements tokio's `AsyncRead` and `AsyncWrite` (with vectored
 /// writes where the connection has them).
 ///
-/// When the connection is a plain TCP stream served by hyper or by hyper-util's auto builder
-/// (axum's `serve` uses it), the layer unwraps it: reads and writes go straight to the
+/// When the connection is a plain TCP stream served by hyper's HTTP/1 connection or (with the
+/// `http2` feature, which brings hyper-util's `server-auto`) by hyper-util's auto builder,
+/// which axum's `serve` uses, the layer unwraps it: reads and writes go straight to the
 /// [`TcpStream`] with no dynamic dispatch and no extra buffer. Other connections (HTTP/2
 /// streams, TLS, custom transports) go through hyper's upgrade type.
 pub struct UpgradedIo {

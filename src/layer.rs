@@ -159,11 +159,6 @@ impl<H> UpgradeLayer<H> {
     pub fn shutdown_handle(&self) -> Shutdown {
         Shutdown::new(Arc::clone(&self.shared.tracker))
     }
-
-    /// The handler.
-    pub fn handler(&self) -> &H {
-        &self.handler
-    }
 }
 
 impl<H: Clone> Clone for UpgradeLayer<H> {

@@ -79,14 +79,14 @@ async fn the_chat_route_refuses_plain_requests_and_foreign_origins() {
     assert_eq!(response.status, 403);
 }
 
-#[tokio::test]
-async fn the_chat_route_takes_http2_websockets() {
+/// An HTTP/2 connection to `addr`, after one ordinary request so the server's settings (connect
+/// protocol on) have arrived, and an extended CONNECT to `path`.
+#[cfg(feature = "http2")]
+async fn h2_connect(addr: SocketAddr, path: &str) -> http::Response<hyper::body::Incoming> {
     use bytes::Bytes;
     use http_body_util::Empty;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    use tower_ws::{Config, Role, WebSocket};
 
-    let addr = serve_example().await;
     let stream = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
     let (mut sender, connection) = within(
         hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -95,25 +95,31 @@ async fn the_chat_route_takes_http2_websockets() {
     .await
     .unwrap();
     tokio::spawn(connection);
-    // One ordinary request first, so the server's settings (connect protocol on) have arrived.
-    let health = http::Request::get(format!("http://{addr}/api/health"))
+    let warmup = http::Request::get(format!("http://{addr}/"))
         .body(Empty::<Bytes>::new())
         .unwrap();
-    assert_eq!(
-        within(sender.send_request(health)).await.unwrap().status(),
-        200
-    );
+    within(sender.send_request(warmup)).await.unwrap();
 
     let mut connect = http::Request::builder()
         .method(http::Method::CONNECT)
-        .uri(format!("http://{addr}/chat?name=carol"))
+        .uri(format!("http://{addr}{path}"))
         .header("sec-websocket-version", "13")
         .body(Empty::<Bytes>::new())
         .unwrap();
     connect
         .extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
-    let mut response = within(sender.send_request(connect)).await.unwrap();
+    within(sender.send_request(connect)).await.unwrap()
+}
+
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn the_chat_route_takes_http2_websockets() {
+    use hyper_util::rt::TokioIo;
+    use tower_ws::{Config, Role, WebSocket};
+
+    let addr = serve_example().await;
+    let mut response = h2_connect(addr, "/chat?name=carol").await;
     assert_eq!(response.status(), 200);
     let upgraded = within(hyper::upgrade::on(&mut response)).await.unwrap();
     let mut socket = WebSocket::new(TokioIo::new(upgraded), Role::Client, Config::default());
@@ -122,4 +128,33 @@ async fn the_chat_route_takes_http2_websockets() {
     within(socket.send("over h2")).await.unwrap();
     let echoed = within(socket.recv()).await.unwrap().unwrap();
     assert_eq!(echoed.as_text(), Some("carol: over h2"));
+}
+
+/// The pitfall the README warns about: `MethodRouter::route_layer` wraps only the methods a
+/// route has, so `get(..).route_layer(ws)` answers the CONNECT with 405 before the layer sees
+/// it; a filter that lets CONNECT in, or `MethodRouter::layer` (which also wraps the method
+/// router's fallback), lets it through.
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn a_method_filter_outside_the_layer_must_let_connect_in() {
+    use axum::routing::{MethodFilter, any, get, on};
+    use tower_ws::{Session, UpgradeLayer, handler_fn};
+
+    let ws = UpgradeLayer::new(handler_fn(|_: Session| async {}));
+    let page = || async { "page" };
+    let app = axum::Router::new()
+        .route("/get-route-layer", get(page).route_layer(ws.clone()))
+        .route("/any-layer", any(page).layer(ws.clone()))
+        .route(
+            "/on-route-layer",
+            on(MethodFilter::GET.or(MethodFilter::CONNECT), page).route_layer(ws.clone()),
+        )
+        .route("/get-layer", get(page).layer(ws));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    assert_eq!(h2_connect(addr, "/get-route-layer").await.status(), 405);
+    assert_eq!(h2_connect(addr, "/any-layer").await.status(), 200);
+    assert_eq!(h2_connect(addr, "/on-route-layer").await.status(), 200);
+    assert_eq!(h2_connect(addr, "/get-layer").await.status(), 200);
 }

@@ -412,6 +412,9 @@ async fn hypers_own_http1_connection_hands_over_the_tcp_stream() {
     assert_eq!(next_text(&mut client).await, "tcp");
 }
 
+/// Unwrapping the auto builder's connection needs hyper-util's `server-auto`, which the
+/// `http2` feature brings.
+#[cfg(feature = "http2")]
 #[tokio::test]
 async fn the_auto_builders_connection_hands_over_the_tcp_stream() {
     let addr = server_with(UpgradeLayer::new(tell_transport())).await;
