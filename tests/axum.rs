@@ -158,3 +158,30 @@ async fn a_method_filter_outside_the_layer_must_let_connect_in() {
     assert_eq!(h2_connect(addr, "/on-route-layer").await.status(), 200);
     assert_eq!(h2_connect(addr, "/get-layer").await.status(), 200);
 }
+
+/// The response body works whichever way axum applies the layer.
+#[tokio::test]
+async fn the_layer_works_as_router_layer_and_route_layer() {
+    use axum::routing::get;
+    use tower_ws::UpgradeLayer;
+
+    for app in [
+        axum::Router::new()
+            .route("/ws", get(|| async { "page" }))
+            .layer(UpgradeLayer::new(support::echo())),
+        axum::Router::new()
+            .route("/ws", get(|| async { "page" }))
+            .route_layer(UpgradeLayer::new(support::echo())),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let response = raw(addr, &handshake("GET", "/ws", &["Connection: close"])).await;
+        assert_eq!(response.body, "page");
+        let mut client = connect(addr, "/ws").await;
+        within(client.send(Message::text("through axum")))
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut client).await, "through axum");
+    }
+}
