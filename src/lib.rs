@@ -70,7 +70,7 @@
 //! middleware, chosen subprotocol). When the handler returns, the layer closes what it left
 //! open: 1000 after `Ok`, 1011 after an error or a panic.
 //!
-//! Each session runs in a `tracing` span named `websocket` (peer address, path, HTTP version,
+//! Each session runs in a DEBUG-level `tracing` span named `websocket` (peer address, path, HTTP version,
 //! subprotocol), inside the request's span when tower-http's `TraceLayer` is outside the layer.
 //!
 //! # Features

@@ -127,7 +127,9 @@ impl<S, H: Handler> Upgrade<S, H> {
                 HandshakeError::new(HandshakeErrorKind::ShuttingDown),
             );
         };
-        let span = tracing::info_span!(
+        // DEBUG, like tower-http's `TraceLayer` spans: an open span costs memory for as long as the
+        // session lives, so it exists only where someone asked to see it.
+        let span = tracing::debug_span!(
             "websocket",
             peer = tracing::field::Empty,
             path = parts.uri.path(),
