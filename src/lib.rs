@@ -70,8 +70,10 @@
 //! middleware, chosen subprotocol). When the handler returns, the layer closes what it left
 //! open: 1000 after `Ok`, 1011 after an error or a panic.
 //!
-//! Each session runs in a DEBUG-level `tracing` span named `websocket` (peer address, path, HTTP version,
-//! subprotocol), inside the request's span when tower-http's `TraceLayer` is outside the layer.
+//! Each session runs in a DEBUG-level `tracing` span named `websocket` (peer address, path,
+//! HTTP version, subprotocol), inside the request's span when tower-http's `TraceLayer` is
+//! outside the layer; the handshake, the session's start and end, its close (the engine's
+//! events say who closed, with the code and reason) and handler errors are events in it.
 //!
 //! # Features
 //!
