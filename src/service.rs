@@ -33,7 +33,8 @@ pub struct Upgrade<S, H> {
 }
 
 impl<S, H> Upgrade<S, H> {
-    /// Wraps `inner`, running `handler` for each session, with the default settings.
+    /// Wraps `inner`, running `handler` for each session, with the default settings. Build it
+    /// through [`UpgradeLayer`] to change them or to get a [`Shutdown`](crate::Shutdown) handle.
     pub fn new(inner: S, handler: H) -> Self {
         Self::from_parts(inner, handler, Arc::new(Shared::new()))
     }
