@@ -341,8 +341,8 @@ impl StdError for Error {
 
 /// A setting that cannot work, refused when it is set rather than when it is used.
 ///
-/// For example a subprotocol that is not an HTTP token, or an extra client header that the
-/// handshake itself must set.
+/// For example a subprotocol that is not an HTTP token, an origin that is not a URL origin, or
+/// an extra client header that the handshake itself must set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     what: &'static str,
@@ -350,13 +350,6 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    #[cfg_attr(
-        not(any(test, feature = "client")),
-        expect(
-            dead_code,
-            reason = "only the client builder validates settings so far"
-        )
-    )]
     pub(crate) fn new(what: &'static str, value: impl Into<Box<str>>) -> Self {
         Self {
             what,

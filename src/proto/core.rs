@@ -246,7 +246,6 @@ impl<Io> Core<Io> {
 
     /// Moves the connection out of `self` (leaving `placeholder` as its transport), if it is
     /// still open or waiting for the peer's close. Used by park hooks.
-    #[expect(dead_code, reason = "used by the tower layer, which lands next")]
     pub(crate) fn detach(&mut self, placeholder: Io) -> Option<Core<Io>> {
         if !matches!(self.state, State::Open | State::CloseSent) {
             return None;

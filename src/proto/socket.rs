@@ -145,12 +145,10 @@ impl<Io> WebSocket<Io> {
         split::split(self.core)
     }
 
-    #[expect(dead_code, reason = "used by the tower layer, which lands next")]
     pub(crate) fn set_park(&mut self, park: ParkFn<Io>) {
         self.core.set_park(park);
     }
 
-    #[expect(dead_code, reason = "used by the tower layer, which lands next")]
     pub(crate) fn from_core(core: Core<Io>) -> Self {
         Self { core }
     }

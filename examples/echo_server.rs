@@ -1,0 +1,177 @@
+//! The echo server: a WebSocket echo on `/ws`, a page that talks to it on `/`, and `/health`,
+//! served by hyper with hyper-util's auto builder (HTTP/1.1, and cleartext HTTP/2 with
+//! WebSocket sessions over extended CONNECT).
+//!
+//! ```sh
+//! cargo run --example echo_server            # http://127.0.0.1:3000
+//! cargo run --example echo_server 0.0.0.0:8080
+//! ```
+//!
+//! `RUST_LOG=tower_ws=debug` shows each session's span and events. Ctrl-C shuts down
+//! gracefully: HTTP connections finish, and open sockets get a 1001 close.
+//!
+//! Slow clients: hyper's `header_read_timeout` (10 s here; hyper's default is 30 s once a timer
+//! is set) closes a connection whose request head has not fully arrived in time, the
+//! slow-loris attack. hyper needs a timer for it (`TokioTimer`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower_ws::{Session, UpgradeLayer, handler_fn};
+use tracing_subscriber::EnvFilter;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, Infallible>;
+
+fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let addr: SocketAddr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
+        .parse()?;
+
+    // Echoes every text and binary message until the client closes.
+    let echo = handler_fn(|Session { mut socket, .. }| async move {
+        // Only the socket is kept: the request head is freed at once, so an idle session
+        // costs a little under 2 KiB.
+        while let Some(message) = socket.recv().await {
+            let message = message?;
+            if message.is_text() || message.is_binary() {
+                socket.send(message).await?;
+            }
+        }
+        Ok::<_, tower_ws::Error>(())
+    });
+    // `/ws`: the layer answers handshakes; anything else sent there is told to upgrade.
+    let websocket = UpgradeLayer::new(echo);
+    let sessions = websocket.shutdown_handle();
+    let ws = ServiceBuilder::new()
+        .map_response(|response: Response<_>| response.map(BodyExt::boxed))
+        .layer(websocket)
+        .service_fn(|_: Request<Incoming>| async {
+            Ok::<_, Infallible>(text(
+                StatusCode::UPGRADE_REQUIRED,
+                "text/plain; charset=utf-8",
+                "this endpoint speaks WebSocket\n",
+            ))
+        });
+
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!("echo server on http://{addr} (WebSocket on ws://{addr}/ws)");
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    builder.http2().enable_connect_protocol();
+    let graceful = GracefulShutdown::new();
+    let mut ctrl_c = pin!(tokio::signal::ctrl_c());
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut ctrl_c => break,
+        };
+        let ws = ws.clone();
+        let app = service_fn(move |mut request: Request<Incoming>| {
+            // The layer puts the peer address in each session's span.
+            request.extensions_mut().insert(peer);
+            let ws = ws.clone();
+            async move {
+                match request.uri().path() {
+                    "/ws" => ws.oneshot(request).await,
+                    "/" => Ok(text(StatusCode::OK, "text/html; charset=utf-8", PAGE)),
+                    "/health" => Ok(text(StatusCode::OK, "text/plain", "ok\n")),
+                    _ => Ok(text(StatusCode::NOT_FOUND, "text/plain", "not found\n")),
+                }
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+
+    tracing::info!("shutting down");
+    drop(listener);
+    let (http, dropped) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()),
+        sessions.shutdown(Duration::from_secs(10)),
+    );
+    if http.is_err() {
+        tracing::warn!("some HTTP connections did not finish in time");
+    }
+    if dropped > 0 {
+        tracing::warn!(dropped, "some WebSocket sessions did not close in time");
+    }
+    Ok(())
+}
+
+const PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<title>tower-ws echo</title>
+<style>
+  body { font: 16px system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; }
+  #log { border: 1px solid #ccc; padding: .5rem; min-height: 8rem; white-space: pre-wrap; }
+</style>
+<h1>tower-ws echo</h1>
+<form id="form"><input id="text" autocomplete="off" value="hello"> <button>Send</button></form>
+<p id="state">connecting…</p>
+<div id="log"></div>
+<script>
+  const log = (line) => { document.getElementById("log").textContent += line + "\n"; };
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  const state = document.getElementById("state");
+  socket.onopen = () => { state.textContent = "connected"; socket.send("hello from the page"); };
+  socket.onmessage = (event) => log("echo: " + event.data);
+  socket.onclose = (event) => { state.textContent = `closed (${event.code})`; };
+  document.getElementById("form").onsubmit = (event) => {
+    event.preventDefault();
+    const input = document.getElementById("text");
+    socket.send(input.value);
+    log("sent: " + input.value);
+  };
+</script>
+</html>
+"#;

@@ -1,0 +1,162 @@
+//! Graceful shutdown: open sockets close with 1001, handlers are waited for, and what does not
+//! finish by the deadline is dropped.
+
+pub mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use support::{VALID, bounded, close_code, connect, handshake, inner, raw, serve};
+use tokio::io::AsyncReadExt;
+use tower::ServiceBuilder;
+use tower_ws::{Config, Session, UpgradeLayer, handler_fn};
+
+#[tokio::test]
+async fn shutdown_closes_every_socket_with_1001_and_waits_for_the_handlers() {
+    let finished = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&finished);
+    let handler = handler_fn(move |Session { mut socket, .. }| {
+        let counter = Arc::clone(&counter);
+        async move {
+            while let Some(Ok(message)) = socket.recv().await {
+                if message.is_text() {
+                    let _ = socket.send(message).await;
+                }
+            }
+            // Cleanup after the socket closed, which shutdown must wait for.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let layer = UpgradeLayer::new(handler);
+    let shutdown = layer.shutdown_handle();
+    let addr = serve(ServiceBuilder::new().layer(layer).service(inner())).await;
+
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(connect(addr, "/ws").await);
+    }
+    // Every session is running.
+    bounded(async {
+        while shutdown.active() < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| tokio::spawn(async move { close_code(&mut client).await }))
+        .collect();
+
+    let dropped = bounded(shutdown.shutdown(Duration::from_secs(5))).await;
+    assert_eq!(dropped, 0);
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        5,
+        "shutdown returned before the handlers"
+    );
+    assert_eq!(shutdown.active(), 0);
+    for reader in readers {
+        assert_eq!(bounded(reader).await.unwrap(), Some(1001));
+    }
+}
+
+#[tokio::test]
+async fn a_socket_whose_peer_never_answers_is_dropped_at_the_deadline() {
+    let handler = handler_fn(|Session { mut socket, .. }| async move {
+        while let Some(Ok(_)) = socket.recv().await {}
+    });
+    // A close timeout far beyond the deadline: the deadline must be what ends the session.
+    let layer =
+        UpgradeLayer::new(handler).config(Config::default().close_timeout(Duration::from_secs(60)));
+    let shutdown = layer.shutdown_handle();
+    let addr = serve(ServiceBuilder::new().layer(layer).service(inner())).await;
+
+    // A peer that completes the handshake and then never reads or answers.
+    let mut silent = raw(addr, &handshake("GET", "/ws", &VALID)).await;
+    assert_eq!(silent.status, 101);
+    bounded(async {
+        while shutdown.active() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    let started = Instant::now();
+    let dropped = bounded(shutdown.shutdown(Duration::from_millis(300))).await;
+    assert_eq!(dropped, 1);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // The peer finds the close frame (1001), then the connection closed: long before the
+    // 60 s close timeout.
+    let mut received = silent.rest.clone();
+    bounded(async {
+        let mut chunk = [0_u8; 256];
+        loop {
+            match silent.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        received.get(..4),
+        Some(&[0x88, 22, 0x03, 0xE9][..]),
+        "{received:?}"
+    );
+    assert_eq!(&received[4..], b"server shutting down");
+    bounded(async {
+        while shutdown.active() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_handler_that_never_polls_its_socket_is_dropped_at_the_deadline() {
+    let handler = handler_fn(|Session { socket, .. }| async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(socket);
+    });
+    let layer = UpgradeLayer::new(handler);
+    let shutdown = layer.shutdown_handle();
+    let addr = serve(ServiceBuilder::new().layer(layer).service(inner())).await;
+    let mut client = connect(addr, "/ws").await;
+    bounded(async {
+        while shutdown.active() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    let dropped = bounded(shutdown.shutdown(Duration::from_millis(200))).await;
+    assert_eq!(dropped, 1);
+    // The connection ends without a close frame: the handler never let the socket send one.
+    let end = bounded(client.next()).await;
+    assert!(
+        matches!(end, None | Some(Err(_))),
+        "expected the connection to end, got {end:?}"
+    );
+}
+
+#[tokio::test]
+async fn handshakes_after_shutdown_began_are_refused_with_503() {
+    let layer = UpgradeLayer::new(support::echo());
+    let shutdown = layer.shutdown_handle();
+    let addr = serve(ServiceBuilder::new().layer(layer).service(inner())).await;
+    assert!(!shutdown.is_shutting_down());
+    assert_eq!(bounded(shutdown.shutdown(Duration::from_secs(1))).await, 0);
+    assert!(shutdown.is_shutting_down());
+
+    let response = raw(addr, &handshake("GET", "/ws", &VALID)).await;
+    assert_eq!(response.status, 503);
+    assert_eq!(response.body, "the server is shutting down\n");
+    // Ordinary requests are the inner service's business.
+    let response = raw(addr, &handshake("GET", "/page", &[])).await;
+    assert_eq!(response.status, 200);
+}
