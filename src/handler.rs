@@ -70,6 +70,8 @@ pub struct Handshake {
 struct Head {
     parts: Parts,
     protocol: Option<HeaderValue>,
+    #[cfg(feature = "deflate")]
+    deflate: Option<crate::proto::DeflateParams>,
 }
 
 impl Handshake {
@@ -78,6 +80,8 @@ impl Handshake {
             head: Box::new(Head {
                 parts: detach(parts),
                 protocol,
+                #[cfg(feature = "deflate")]
+                deflate: None,
             }),
         }
     }
@@ -117,6 +121,18 @@ impl Handshake {
     /// [`Protocols`](crate::Protocols)).
     pub fn protocol(&self) -> Option<&str> {
         self.head.protocol.as_ref().and_then(|p| p.to_str().ok())
+    }
+
+    /// The permessage-deflate parameters the layer negotiated, if the session compresses.
+    #[cfg(feature = "deflate")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "deflate")))]
+    pub fn deflate(&self) -> Option<&crate::proto::DeflateParams> {
+        self.head.deflate.as_ref()
+    }
+
+    #[cfg(feature = "deflate")]
+    pub(crate) fn set_deflate(&mut self, params: Option<crate::proto::DeflateParams>) {
+        self.head.deflate = params;
     }
 
     /// The request head.

@@ -110,7 +110,41 @@ impl<H> UpgradeLayer<H> {
     ///
     /// Default: [`Config::default`], whose every limit is on.
     pub fn config(mut self, config: Config) -> Self {
-        Arc::make_mut(&mut self.shared).config = config;
+        let shared = Arc::make_mut(&mut self.shared);
+        #[cfg(feature = "deflate")]
+        {
+            shared.rules.deflate = config.get_deflate().copied();
+        }
+        shared.config = config;
+        self
+    }
+
+    /// Declines permessage-deflate for requests that match `predicate`, even when the client
+    /// offers it and [`Config::deflate`] turns it on: for user agents known to mishandle
+    /// compression, or paths whose messages do not compress.
+    ///
+    /// ```
+    /// use tower_ws::{Config, DeflateConfig, UpgradeLayer, handler_fn};
+    /// # let handler = handler_fn(|_: tower_ws::Session| async {});
+    ///
+    /// let layer = UpgradeLayer::new(handler)
+    ///     .config(Config::default().deflate(DeflateConfig::default()))
+    ///     .decline_deflate_if(|request| {
+    ///         request
+    ///             .headers
+    ///             .get(http::header::USER_AGENT)
+    ///             .is_some_and(|ua| ua.as_bytes().starts_with(b"BrokenClient/1."))
+    ///     });
+    /// # let _ = layer;
+    /// ```
+    #[cfg(feature = "deflate")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "deflate")))]
+    pub fn decline_deflate_if(
+        mut self,
+        predicate: impl Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Arc::make_mut(&mut self.shared).rules.decline_deflate =
+            Some(crate::handshake::DeclineDeflate(Arc::new(predicate)));
         self
     }
 

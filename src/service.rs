@@ -141,7 +141,13 @@ impl<S, H: Handler> Upgrade<S, H> {
             span.record("peer", tracing::field::display(peer));
         }
         span.in_scope(|| tracing::debug!("websocket handshake accepted"));
-        let handshake = Handshake::new(parts, accepted.protocol);
+        #[cfg_attr(
+            not(feature = "deflate"),
+            expect(unused_mut, reason = "only deflate adds to the handshake")
+        )]
+        let mut handshake = Handshake::new(parts, accepted.protocol);
+        #[cfg(feature = "deflate")]
+        handshake.set_deflate(accepted.deflate);
         upgrade::spawn(
             on_upgrade,
             handshake,

@@ -143,7 +143,12 @@ fn socket(
         tracing::Span::current().record("peer", tracing::field::display(peer));
     }
     tracing::debug!("websocket session started");
-    WebSocket::from_partially_read(io, read_buf, Role::Server, config)
+    let socket = WebSocket::from_partially_read(io, read_buf, Role::Server, config);
+    #[cfg(feature = "deflate")]
+    if let Some(params) = handshake.deflate() {
+        return socket.with_deflate(*params);
+    }
+    socket
 }
 
 /// Builds the socket, hands it to the handler, and returns the handler's future, watched for

@@ -169,10 +169,6 @@ pub(crate) struct Accepted {
 
 /// Server side: answers the first permessage-deflate offer `config` can honour, or `None` to
 /// go without compression (no offer, or none acceptable, or a malformed header).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "used by the tower layer, being merged")
-)]
 pub(crate) fn accept<'a>(
     values: impl IntoIterator<Item = &'a HeaderValue>,
     config: &DeflateConfig,

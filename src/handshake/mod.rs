@@ -45,6 +45,25 @@ pub(crate) struct Rules {
     pub(crate) protocols: Protocols,
     pub(crate) require_protocol: bool,
     pub(crate) origin: AllowOrigin,
+    /// permessage-deflate settings, when the layer's engine config turns compression on.
+    #[cfg(feature = "deflate")]
+    pub(crate) deflate: Option<crate::proto::DeflateConfig>,
+    /// Requests for which compression is declined even when offered.
+    #[cfg(feature = "deflate")]
+    pub(crate) decline_deflate: Option<DeclineDeflate>,
+}
+
+/// A predicate over the request head that declines permessage-deflate (for user agents known to
+/// mishandle it).
+#[cfg(feature = "deflate")]
+#[derive(Clone)]
+pub(crate) struct DeclineDeflate(pub(crate) std::sync::Arc<dyn Fn(&Parts) -> bool + Send + Sync>);
+
+#[cfg(feature = "deflate")]
+impl std::fmt::Debug for DeclineDeflate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeclineDeflate(..)")
+    }
 }
 
 /// What to do with a request.
@@ -65,6 +84,9 @@ pub(crate) struct Accepted {
     pub(crate) response: Response<Bytes>,
     /// The chosen subprotocol.
     pub(crate) protocol: Option<HeaderValue>,
+    /// permessage-deflate, if negotiated.
+    #[cfg(feature = "deflate")]
+    pub(crate) deflate: Option<crate::proto::DeflateParams>,
 }
 
 /// Classifies a request head under `rules`.
@@ -111,11 +133,47 @@ fn check(parts: &Parts, rules: &Rules) -> Result<Option<Accepted>, HandshakeErro
     if protocol.is_none() && rules.require_protocol {
         return Err(HandshakeErrorKind::NoSubprotocol);
     }
-    let response = match key {
+    #[cfg_attr(
+        not(feature = "deflate"),
+        expect(unused_mut, reason = "only deflate adds headers")
+    )]
+    let mut response = match key {
         Some(key) => response::switching_protocols(key, protocol.clone()),
         None => connect_response(protocol.clone()),
     };
-    Ok(Some(Accepted { response, protocol }))
+    #[cfg(feature = "deflate")]
+    let deflate = negotiate_deflate(parts, rules).map(|accepted| {
+        response
+            .headers_mut()
+            .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, accepted.response);
+        accepted.params
+    });
+    Ok(Some(Accepted {
+        response,
+        protocol,
+        #[cfg(feature = "deflate")]
+        deflate,
+    }))
+}
+
+/// permessage-deflate for this request: the first offer the layer's settings can honour, unless
+/// compression is off or declined for this request.
+#[cfg(feature = "deflate")]
+fn negotiate_deflate(parts: &Parts, rules: &Rules) -> Option<deflate::Accepted> {
+    let config = rules.deflate.as_ref()?;
+    if rules
+        .decline_deflate
+        .as_ref()
+        .is_some_and(|decline| (decline.0)(parts))
+    {
+        return None;
+    }
+    deflate::accept(
+        parts
+            .headers
+            .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS),
+        config,
+    )
 }
 
 /// An HTTP/1.x request with `Upgrade: websocket`.
