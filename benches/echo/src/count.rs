@@ -146,6 +146,14 @@ pub(crate) fn run(
     dir: &Path,
     cores: Cores,
 ) -> Result<String, Failure> {
+    let valgrind = std::process::Command::new("valgrind")
+        .arg("--version")
+        .output();
+    if !valgrind.is_ok_and(|o| o.status.success()) {
+        return Err(Failure::new(
+            "`count` runs the servers under valgrind, which is not installed (apt-get install valgrind)",
+        ));
+    }
     std::fs::create_dir_all(dir)?;
     let mut rows = Vec::new();
     for &server in servers {

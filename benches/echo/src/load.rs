@@ -34,6 +34,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long, after the window, the last echoes may take to come back.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a counted run may take in all (servers under valgrind run some 50 times slower).
+const COUNT_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// When a run ends.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Until {
@@ -291,14 +294,13 @@ pub(crate) async fn run(addr: SocketAddr, server_pid: u32, spec: Spec) -> Result
                 sys::cpu_time(server_pid)?,
                 sys::cpu_time(me)?,
             );
-            let drained =
-                tokio::time::timeout(DRAIN_TIMEOUT, futures_util::future::join_all(tasks))
-                    .await
-                    .map_err(|_| {
-                        Failure::new(format!(
-                            "echoes still outstanding {DRAIN_TIMEOUT:?} after the run"
-                        ))
-                    })?;
+            let limit = match spec.until {
+                Until::Time { .. } => DRAIN_TIMEOUT,
+                Until::Count { .. } => COUNT_TIMEOUT,
+            };
+            let drained = tokio::time::timeout(limit, futures_util::future::join_all(tasks))
+                .await
+                .map_err(|_| Failure::new(format!("echoes still outstanding after {limit:?}")))?;
             for result in drained {
                 result.map_err(|e| Failure::new(format!("connection task: {e}")))??;
             }

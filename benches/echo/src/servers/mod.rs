@@ -51,8 +51,11 @@ pub(crate) struct Server {
 /// Every server, in table order.
 ///
 /// tower-ws through hyper and its tower layer (the path users run) goes second, as
-/// `tower_ws_layer::SERVER`, once the layer has landed: a hyper HTTP/1 connection serving the
-/// layer around a handler with the same echo loop as `tower_ws_bare`.
+/// `tower_ws_layer::SERVER`, once the layer has landed: a module shaped like `fastwebsockets.rs`
+/// whose connection task runs `http1::Builder::new().serve_connection(io,
+/// TowerToHyperService::new(layered)).with_upgrades()`, `layered` being the layer around a
+/// fallback service, with a handler that runs the echo loop of `tower_ws_bare` (add `tower`,
+/// hyper-util's `service` feature, and whatever feature of `tower-ws` gates the layer).
 pub(crate) const ALL: &[Server] = &[
     tower_ws_bare::SERVER,
     tokio_websockets::SERVER,
