@@ -1,0 +1,242 @@
+//! Instructions per echoed message, counted by `valgrind --tool=callgrind` on the server
+//! process: a count, not a time, so it repeats on a busy machine and shows regressions that
+//! the noise of a shared 2-core box hides.
+//!
+//! Each scenario runs twice per server, with `m1` and then `m2` messages on one connection,
+//! every burst of messages written at once and the next sent only when all are echoed (so the
+//! server's reads and writes are the same on every run). Startup, handshake and shutdown are
+//! the same in both runs, so `(Ir(m2) - Ir(m1)) / (m2 - m1)` is the cost of one echo.
+//!
+//! Note: valgrind 3.19 emulates no AVX-512, so libraries that detect CPU features at run time
+//! take their AVX2 (or SSE2) paths under it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::load::{self, Spec, Until};
+use crate::process::ServerProcess;
+use crate::servers::{Kind, Server};
+use crate::{Cores, Failure};
+
+/// One fixed workload.
+#[derive(Debug)]
+pub(crate) struct Scenario {
+    pub(crate) id: &'static str,
+    pub(crate) title: &'static str,
+    burst: usize,
+    size: usize,
+    text: bool,
+    m1: u64,
+    m2: u64,
+}
+
+/// Every scenario, in table order.
+pub(crate) const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        id: "1k",
+        title: "1 KiB",
+        burst: 1,
+        size: 1 << 10,
+        text: false,
+        m1: 200,
+        m2: 2200,
+    },
+    Scenario {
+        id: "16x16",
+        title: "16 B, bursts of 16",
+        burst: 16,
+        size: 16,
+        text: false,
+        m1: 320,
+        m2: 3520,
+    },
+    Scenario {
+        id: "16x1k",
+        title: "1 KiB, bursts of 16",
+        burst: 16,
+        size: 1 << 10,
+        text: false,
+        m1: 320,
+        m2: 3520,
+    },
+    Scenario {
+        id: "64k",
+        title: "64 KiB",
+        burst: 1,
+        size: 64 << 10,
+        text: false,
+        m1: 20,
+        m2: 220,
+    },
+    Scenario {
+        id: "text64k",
+        title: "64 KiB text",
+        burst: 1,
+        size: 64 << 10,
+        text: true,
+        m1: 20,
+        m2: 220,
+    },
+];
+
+/// Callgrind's total instruction count (`Ir`) from its output file.
+fn total_ir(path: &Path) -> Result<u64, Failure> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .next_back()
+        .ok_or_else(|| Failure::new(format!("no totals in {}", path.display())))
+}
+
+/// Instructions the server executes in a run of `messages` messages of `scenario`.
+fn count_run(
+    runtime: &tokio::runtime::Runtime,
+    server: &Server,
+    scenario: &Scenario,
+    messages: u64,
+    dir: &Path,
+    cores: Cores,
+) -> Result<u64, Failure> {
+    let out = dir.join(format!(
+        "{}.{}.{messages}.callgrind",
+        server.name, scenario.id
+    ));
+    let wrapper = [
+        "valgrind".to_string(),
+        "--tool=callgrind".to_string(),
+        "-q".to_string(),
+        format!("--callgrind-out-file={}", out.display()),
+    ];
+    let process = ServerProcess::start(
+        server.name,
+        cores.server,
+        &wrapper,
+        Duration::from_secs(120),
+    )?;
+    let spec = Spec {
+        conns: 1,
+        in_flight: scenario.burst,
+        size: scenario.size,
+        text: scenario.text,
+        until: Until::Count { messages },
+        raw: server.kind == Kind::Raw,
+    };
+    let outcome = runtime.block_on(load::run(process.addr, process.pid(), spec))?;
+    if outcome.messages != messages {
+        return Err(Failure::new(format!(
+            "{} echoes of {messages}",
+            outcome.messages
+        )));
+    }
+    process.stop(Duration::from_secs(120))?;
+    total_ir(&out)
+}
+
+/// Instructions per echoed message for every server and scenario; `runs` repetitions each, so
+/// that their agreement shows the figure is stable.
+pub(crate) fn run(
+    runtime: &tokio::runtime::Runtime,
+    servers: &[&'static Server],
+    scenarios: &[&'static Scenario],
+    runs: usize,
+    dir: &Path,
+    cores: Cores,
+) -> Result<String, Failure> {
+    let valgrind = std::process::Command::new("valgrind")
+        .arg("--version")
+        .output();
+    if !valgrind.is_ok_and(|o| o.status.success()) {
+        return Err(Failure::new(
+            "`count` runs the servers under valgrind, which is not installed (apt-get install valgrind)",
+        ));
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut rows = Vec::new();
+    for &server in servers {
+        let mut row = Vec::new();
+        for &scenario in scenarios {
+            let mut counts = Vec::new();
+            for _ in 0..runs {
+                let per_message = count_run(runtime, server, scenario, scenario.m1, dir, cores)
+                    .and_then(|ir1| {
+                        let ir2 = count_run(runtime, server, scenario, scenario.m2, dir, cores)?;
+                        Ok(ir2.saturating_sub(ir1) / (scenario.m2 - scenario.m1))
+                    });
+                match &per_message {
+                    Ok(n) => eprintln!(
+                        "  {:<18} {:<20} {n} instructions per message",
+                        server.name, scenario.title
+                    ),
+                    Err(e) => eprintln!("  {:<18} {:<20} FAILED: {e}", server.name, scenario.title),
+                }
+                counts.push(per_message.map_err(|e| e.to_string()));
+            }
+            row.push(counts);
+        }
+        rows.push((server, row));
+    }
+    Ok(table(&rows, scenarios))
+}
+
+type Row = (&'static Server, Vec<Vec<Result<u64, String>>>);
+
+fn table(rows: &[Row], scenarios: &[&Scenario]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "Instructions per echoed message (each run's figure; in parentheses, the first run over \
+         the best peer's: lower is better).\n\n",
+    );
+    let _ = write!(out, "| server |");
+    for s in scenarios {
+        let _ = write!(out, " {} |", s.title);
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in scenarios {
+        let _ = write!(out, "---:|");
+    }
+    out.push('\n');
+    // Best peer per scenario: the fewest instructions (first run).
+    let first = |row: &Row, i: usize| row.1[i].first().and_then(|r| r.as_ref().ok()).copied();
+    let best: Vec<Option<u64>> = (0..scenarios.len())
+        .map(|i| {
+            rows.iter()
+                .filter(|r| r.0.kind == Kind::Peer)
+                .filter_map(|r| first(r, i))
+                .min()
+        })
+        .collect();
+    for row in rows {
+        let name = match row.0.kind {
+            Kind::Ours => format!("**{}**", row.0.name),
+            _ => row.0.name.to_string(),
+        };
+        let _ = write!(out, "| {name} |");
+        for (i, runs) in row.1.iter().enumerate() {
+            let values: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    r.as_ref()
+                        .map_or_else(|_| "FAILED".to_string(), u64::to_string)
+                })
+                .collect();
+            let ratio = match (first(row, i), best[i]) {
+                (Some(v), Some(b)) if b > 0 => {
+                    format!(" ({:.2}x)", crate::float(v) / crate::float(b))
+                }
+                _ => String::new(),
+            };
+            let _ = write!(out, " {}{ratio} |", values.join(" / "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Where callgrind's files go: `<target>/echo-bench/callgrind`.
+pub(crate) fn default_dir() -> PathBuf {
+    crate::target_dir().join("echo-bench").join("callgrind")
+}

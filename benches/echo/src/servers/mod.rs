@@ -1,0 +1,95 @@
+//! The servers under test, one module each, every one an echo server on the current-thread
+//! runtime of its own process (see `process::serve`).
+//!
+//! Each peer uses the echo loop of its own example or docs, as each module says. Every server
+//! sets `TCP_NODELAY` on accepted sockets (axum through its documented `tap_io`), so that no
+//! result depends on Nagle's algorithm meeting delayed ACKs.
+//!
+//! Adding a server is one module with a `SERVER` constant and one line in [`ALL`].
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::Failure;
+
+mod axum;
+mod fastwebsockets;
+mod raw;
+mod tokio_tungstenite;
+mod tokio_websockets;
+mod tower_ws_bare;
+
+/// What a server's entry point returns: its accept loop, which runs until the process exits.
+pub(crate) type Running = Pin<Box<dyn Future<Output = io::Result<()>>>>;
+
+/// How a server's result is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// tower-ws itself.
+    Ours,
+    /// A crate from the registry, candidate for "best peer".
+    Peer,
+    /// The raw TCP echo: the physical limit.
+    Raw,
+}
+
+/// A server under test.
+#[derive(Debug)]
+pub(crate) struct Server {
+    /// The name used on the command line and in tables.
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    /// One line for the README: the crate and the echo loop used.
+    pub(crate) about: &'static str,
+    pub(crate) run: fn(TcpListener) -> Running,
+}
+
+/// Every server, in table order.
+///
+/// tower-ws through hyper and its tower layer (the path users run) goes second, as
+/// `tower_ws_layer::SERVER`, once the layer has landed: a module shaped like `fastwebsockets.rs`
+/// whose connection task runs `http1::Builder::new().serve_connection(io,
+/// TowerToHyperService::new(layered)).with_upgrades()`, `layered` being the layer around a
+/// fallback service, with a handler that runs the echo loop of `tower_ws_bare` (add `tower`,
+/// hyper-util's `service` feature, and whatever feature of `tower-ws` gates the layer).
+pub(crate) const ALL: &[Server] = &[
+    tower_ws_bare::SERVER,
+    tokio_websockets::SERVER,
+    fastwebsockets::SERVER,
+    tokio_tungstenite::SERVER,
+    axum::SERVER,
+    raw::SERVER,
+];
+
+/// The server called `name`.
+pub(crate) fn find(name: &str) -> Result<&'static Server, Failure> {
+    ALL.iter().find(|s| s.name == name).ok_or_else(|| {
+        let names: Vec<_> = ALL.iter().map(|s| s.name).collect();
+        Failure::new(format!(
+            "unknown server {name:?}; known: {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// Accepts connections forever, setting `TCP_NODELAY` and spawning `handle` for each.
+async fn accept_each<F, Fut>(listener: TcpListener, mut handle: F) -> io::Result<()>
+where
+    F: FnMut(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(handle(stream));
+            }
+            // Out of file descriptors or a connection reset before accept: keep serving.
+            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
