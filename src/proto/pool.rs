@@ -10,7 +10,7 @@ use std::cell::Cell;
 use bytes::BytesMut;
 
 /// Spares larger than this are freed rather than kept.
-const MAX_SPARE: usize = 256 << 10;
+const MAX_SPARE: usize = 512 << 10;
 
 thread_local! {
     static READ_SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };

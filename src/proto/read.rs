@@ -47,6 +47,10 @@ pub(crate) struct Reader {
     buf: BytesMut,
     partial: Option<Partial>,
     assembler: Assembler,
+    /// The size of the last frame read (at most 256 KiB): a read that starts a new frame asks
+    /// for this much, so a peer that sends large frames fills one buffer instead of an 8 KiB one
+    /// that must then grow (and copy what it holds).
+    last_frame: u32,
 }
 
 impl Reader {
@@ -107,6 +111,7 @@ impl Reader {
                 return Ok(None);
             }
             self.partial = None;
+            self.last_frame = u32::try_from(len.min(LARGE_READ)).unwrap_or(u32::MAX);
             let payload = if len == 0 {
                 Bytes::new()
             } else {
@@ -168,7 +173,8 @@ impl Reader {
                 let grow = self.buf.len().clamp(read_chunk, LARGE_READ.max(read_chunk));
                 missing.clamp(read_chunk, grow)
             }
-            None => read_chunk,
+            // The frame header has not arrived yet: expect one like the last.
+            None => read_chunk.max(self.last_frame as usize + frame::MAX_HEADER_LEN),
         };
         if self.buf.capacity() - self.buf.len() < want {
             if self.buf.capacity() == 0 {
