@@ -58,6 +58,9 @@ pub enum ErrorKind {
     /// error's [`source`](StdError::source) is a `HandshakeRejected` (feature `client`) holding
     /// the status, the headers and the start of the body.
     Handshake,
+    /// The peer is not reading and the write queue is full: the message was refused, or the
+    /// connection closed, as [`Config::backpressure`](crate::Config::backpressure) says.
+    Backpressure,
 }
 
 /// The RFC 6455 rule a peer broke.
@@ -219,6 +222,11 @@ impl Error {
 
     pub(crate) fn timeout(what: &'static str) -> Self {
         Self::new(ErrorKind::Timeout).with_context(what)
+    }
+
+    pub(crate) fn backpressure() -> Self {
+        Self::new(ErrorKind::Backpressure)
+            .with_context("the peer is not reading: the write queue is over its high-water mark")
     }
 
     pub(crate) fn invalid_message(what: &'static str) -> Self {

@@ -135,8 +135,8 @@ pub use shutdown::Shutdown;
 
 pub use error::{ConfigError, Error, ErrorKind, ProtocolError, Result};
 pub use proto::{
-    CloseCode, CloseFrame, Closer, Config, Frame, MAX_REASON_LEN, Message, OpCode, ReadHalf, Role,
-    Utf8Bytes, WebSocket, WriteHalf,
+    Backpressure, CloseCode, CloseFrame, Closer, Config, Frame, MAX_REASON_LEN, Message, OpCode,
+    ReadHalf, Role, Utf8Bytes, WebSocket, WriteHalf,
 };
 #[cfg(feature = "deflate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deflate")))]

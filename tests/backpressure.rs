@@ -101,3 +101,70 @@ async fn a_peer_that_reads_again_releases_the_waiting_sender() {
     }
     within(5, sender).await.unwrap();
 }
+
+#[tokio::test]
+async fn under_the_reject_policy_a_full_queue_refuses_the_message_and_keeps_the_connection() {
+    let config = Config::default()
+        .write_buffer_high_water(32 << 10)
+        .backpressure(tower_ws::Backpressure::Reject);
+    let (mut client, mut server) = ws_pair(config).await;
+    // Fill everything until a send is refused; none of these waits.
+    let mut accepted = 0_u32;
+    let refused = within(10, async {
+        loop {
+            let mut payload = vec![0_u8; 4096];
+            payload[..4].copy_from_slice(&accepted.to_be_bytes());
+            match server.send(Message::binary(payload)).await {
+                Ok(()) => accepted += 1,
+                Err(e) => break e,
+            }
+        }
+    })
+    .await;
+    assert_eq!(refused.kind(), tower_ws::ErrorKind::Backpressure);
+    assert!(
+        server.is_open(),
+        "refusing a message leaves the connection open"
+    );
+    assert!(server.buffered_amount() <= (32 << 10) + 4100);
+    // The client reads every accepted message, in order, then a later one.
+    let reader = tokio::spawn(async move {
+        for i in 0..accepted {
+            let got = client.recv().await.unwrap().unwrap();
+            assert_eq!(got.as_payload()[..4], i.to_be_bytes());
+        }
+        client.recv().await.unwrap().unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    within(5, server.send(Message::text("after")))
+        .await
+        .unwrap();
+    assert_eq!(within(5, reader).await.unwrap(), Message::text("after"));
+}
+
+#[tokio::test]
+async fn under_the_close_policy_a_peer_that_stops_reading_is_disconnected() {
+    let config = Config::default()
+        .write_buffer_high_water(32 << 10)
+        .backpressure(tower_ws::Backpressure::Close);
+    let (mut silent_peer, s) = tcp_pair().await;
+    let mut server = WebSocket::new(s, Role::Server, config);
+    let error = within(10, async {
+        loop {
+            if let Err(e) = server.send(Message::binary(vec![0_u8; 4096])).await {
+                break e;
+            }
+        }
+    })
+    .await;
+    assert_eq!(error.kind(), tower_ws::ErrorKind::Backpressure);
+    assert!(server.is_terminated());
+    assert_eq!(
+        server.buffered_amount(),
+        0,
+        "the queue is dropped, not kept"
+    );
+    assert!(server.recv().await.is_none());
+    // The peer, reading at last, finds the stream ends.
+    assert!(support::sees_eof(&mut silent_peer, 5).await);
+}

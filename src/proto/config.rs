@@ -13,6 +13,25 @@ pub enum Role {
     Client,
 }
 
+/// What [`send`](crate::WebSocket::send) does when the write queue is over
+/// [`Config::write_buffer_high_water`] because the peer is not reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Backpressure {
+    /// Wait until the peer has read enough. The sending task is held up; other connections
+    /// are not.
+    #[default]
+    Wait,
+    /// Refuse the message at once with [`ErrorKind::Backpressure`](crate::ErrorKind::Backpressure),
+    /// leaving the connection as it is: for messages that are worthless late (live prices,
+    /// positions), which the application may drop or send again.
+    Reject,
+    /// Close the connection at once (dropping what is queued) and fail the send with
+    /// [`ErrorKind::Backpressure`](crate::ErrorKind::Backpressure): for servers that would
+    /// rather lose a slow client than hold its data, like uWebSockets' `maxBackpressure`.
+    Close,
+}
+
 /// Limits, buffering and timeouts for a [`WebSocket`](crate::WebSocket).
 ///
 /// Every limit is on by default, at a value that ordinary applications never reach and that
@@ -38,6 +57,7 @@ pub struct Config {
     pub(crate) auto_pong: bool,
     pub(crate) close_timeout: Duration,
     pub(crate) keepalive: Option<Keepalive>,
+    pub(crate) backpressure: Backpressure,
     #[cfg(feature = "deflate")]
     pub(crate) deflate: Option<super::deflate::DeflateConfig>,
 }
@@ -60,6 +80,7 @@ impl Default for Config {
             auto_pong: true,
             close_timeout: Duration::from_secs(5),
             keepalive: None,
+            backpressure: Backpressure::Wait,
             #[cfg(feature = "deflate")]
             deflate: None,
         }
@@ -101,6 +122,15 @@ impl Config {
     #[must_use]
     pub fn write_buffer_high_water(mut self, bytes: usize) -> Self {
         self.write_high_water = bytes;
+        self
+    }
+
+    /// What `send` does while the write queue is over the high-water mark.
+    ///
+    /// Default: [`Backpressure::Wait`].
+    #[must_use]
+    pub fn backpressure(mut self, policy: Backpressure) -> Self {
+        self.backpressure = policy;
         self
     }
 

@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use super::closer::CloseSignal;
-use super::config::{Config, Role};
+use super::config::{Backpressure, Config, Role};
 use super::deflate::Codec;
 use super::frame::{HeaderRules, MAX_CONTROL_PAYLOAD, OpCode};
 use super::message::{Frame, Message};
@@ -624,12 +624,33 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
         }
         let limit = self.config.write_high_water;
         if self.writer.len() >= limit {
-            let drained = ready!(
-                self.poll_write_side(cx, side, |w, io, cx| w.poll_drain_below(io, cx, limit))
-            );
-            if let Err(e) = drained {
-                self.state = State::Terminated;
-                return Poll::Ready(Err(Error::io(e)));
+            let drained =
+                self.poll_write_side(cx, side, |w, io, cx| w.poll_drain_below(io, cx, limit));
+            match (drained, self.config.backpressure) {
+                (Poll::Ready(Ok(())), _) => {}
+                (Poll::Ready(Err(e)), _) => {
+                    self.state = State::Terminated;
+                    return Poll::Ready(Err(Error::io(e)));
+                }
+                (Poll::Pending, Backpressure::Wait) => return Poll::Pending,
+                (Poll::Pending, Backpressure::Reject) => {
+                    return Poll::Ready(Err(Error::backpressure()));
+                }
+                (Poll::Pending, Backpressure::Close) => {
+                    // The peer is not reading: a close frame behind the queue would not reach
+                    // it either. Drop the queue and end the connection now.
+                    tracing::debug!(
+                        queued = self.writer.len(),
+                        "websocket closed: the peer stopped reading"
+                    );
+                    self.writer = WriteQueue::default();
+                    self.reader.discard();
+                    self.state = State::Terminated;
+                    self.timer = None;
+                    let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+                    return Poll::Ready(Err(Error::backpressure()
+                        .with_context("the peer stopped reading: connection closed")));
+                }
             }
         }
         Poll::Ready(Ok(()))
@@ -752,6 +773,26 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
     pub(crate) fn should_flush_after_send(&self) -> bool {
         self.writer.len() >= self.config.flush_threshold
             || !self.reader.has_complete_frame(&self.rules)
+    }
+
+    /// Writes after a `send`. Under [`Backpressure::Wait`] everything queued is written (unless
+    /// `may_defer` and more received frames are waiting, see
+    /// [`should_flush_after_send`](Self::should_flush_after_send)); under the other policies
+    /// `send` never waits, so this writes what the transport takes now and leaves the rest to the
+    /// next write or read.
+    pub(crate) fn poll_send_flush(
+        &mut self,
+        cx: &mut Context<'_>,
+        side: Side,
+        may_defer: bool,
+    ) -> Poll<Result<()>> {
+        if may_defer && !self.should_flush_after_send() {
+            return Poll::Ready(Ok(()));
+        }
+        match (self.poll_flush(cx, side), self.config.backpressure) {
+            (Poll::Pending, Backpressure::Reject | Backpressure::Close) => Poll::Ready(Ok(())),
+            (flushed, _) => flushed,
+        }
     }
 
     /// Writes everything queued and flushes the transport.

@@ -65,7 +65,7 @@ pub(crate) mod internals {
 
 pub use close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 pub use closer::Closer;
-pub use config::{Config, Role};
+pub use config::{Backpressure, Config, Role};
 #[cfg(feature = "deflate")]
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use frame::OpCode;

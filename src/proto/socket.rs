@@ -50,11 +50,12 @@ use crate::error::{Error, Result};
 ///
 /// # Writing
 ///
-/// `send` waits while the write queue is over its high-water mark
-/// ([`Config::write_buffer_high_water`]). While more received frames are already buffered it
-/// queues without writing, so a burst of replies leaves in one system call; the queue is
-/// always written before the connection waits for input, and [`flush`](Self::flush) writes it
-/// at once.
+/// `send` returns once the message is written to the transport. While more received frames are
+/// already buffered it only queues, so a burst of replies leaves in one system call; the queue
+/// is always written before the connection waits for input, and [`flush`](Self::flush) writes
+/// it at once. When the peer stops reading and the queue passes
+/// [`Config::write_buffer_high_water`], [`Config::backpressure`] decides: wait (the default),
+/// refuse the message, or close the connection. Under the last two `send` never waits.
 ///
 /// # Cancel safety
 ///
@@ -189,10 +190,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         }
         poll_fn(|cx| self.core.poll_ready(cx, Side::Write)).await?;
         self.core.start_send(message)?;
-        if self.core.should_flush_after_send() {
-            self.flush().await?;
-        }
-        Ok(())
+        poll_fn(|cx| self.core.poll_send_flush(cx, Side::Write, true)).await
     }
 
     /// Sends one frame of a message sent in pieces (see [`Frame`]).
@@ -209,10 +207,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
     pub async fn send_frame(&mut self, frame: Frame) -> Result<()> {
         poll_fn(|cx| self.core.poll_ready(cx, Side::Write)).await?;
         self.core.start_send_frame(frame)?;
-        if self.core.should_flush_after_send() {
-            self.flush().await?;
-        }
-        Ok(())
+        poll_fn(|cx| self.core.poll_send_flush(cx, Side::Write, true)).await
     }
 
     /// Writes everything queued and flushes the transport.

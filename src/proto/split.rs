@@ -80,7 +80,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WriteHalf<Io> {
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
         poll_fn(|cx| lock(&self.shared).poll_ready(cx, Side::Write)).await?;
         lock(&self.shared).start_send(message.into())?;
-        poll_fn(|cx| lock(&self.shared).poll_flush(cx, Side::Write)).await
+        poll_fn(|cx| lock(&self.shared).poll_send_flush(cx, Side::Write, false)).await
     }
 
     /// Sends a close frame (unless one was sent already) and writes it. The read half sees the
