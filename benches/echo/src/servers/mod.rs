@@ -22,6 +22,7 @@ mod raw;
 mod tokio_tungstenite;
 mod tokio_websockets;
 mod tower_ws_bare;
+mod tower_ws_layer;
 
 /// What a server's entry point returns: its accept loop, which runs until the process exits.
 pub(crate) type Running = Pin<Box<dyn Future<Output = io::Result<()>>>>;
@@ -48,15 +49,10 @@ pub(crate) struct Server {
     pub(crate) run: fn(TcpListener) -> Running,
 }
 
-/// Every server, in table order.
-///
-/// tower-ws through hyper and its tower layer (the path users run) goes second, as
-/// `tower_ws_layer::SERVER`, once the layer has landed: a module shaped like `fastwebsockets.rs`
-/// whose connection task runs `http1::Builder::new().serve_connection(io,
-/// TowerToHyperService::new(layered)).with_upgrades()`, `layered` being the layer around a
-/// fallback service, with a handler that runs the echo loop of `tower_ws_bare` (add `tower`,
-/// hyper-util's `service` feature, and whatever feature of `tower-ws` gates the layer).
+/// Every server, in table order: tower-ws through hyper and its layer (the path users run)
+/// first, then its engine on a bare `TcpStream` (to show what hyper and the layer cost).
 pub(crate) const ALL: &[Server] = &[
+    tower_ws_layer::SERVER,
     tower_ws_bare::SERVER,
     tokio_websockets::SERVER,
     fastwebsockets::SERVER,
