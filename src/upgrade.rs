@@ -11,7 +11,7 @@ use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::futures::Notified;
@@ -195,6 +195,9 @@ pin_project_lite::pin_project! {
         tracker: &'a Tracker,
         #[pin]
         changed: Notified<'a>,
+        // The waker `changed` was last polled with: while the task's waker is the same, the
+        // registration stands and polling `changed` again (a lock in tokio) can be skipped.
+        registered: Option<Waker>,
         closer: Option<Closer>,
         #[pin]
         future: F,
@@ -206,6 +209,7 @@ impl<'a, F> Watched<'a, F> {
         Self {
             // Created before the phase is first checked, so no change is missed.
             changed: tracker.changed(),
+            registered: None,
             tracker,
             closer,
             future,
@@ -230,9 +234,20 @@ impl<F: Future> Future for Watched<'_, F> {
             if let Poll::Ready(output) = this.future.as_mut().poll(cx) {
                 return Poll::Ready(Some(output));
             }
-            if this.changed.as_mut().poll(cx).is_pending() {
+            if this
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+                && !this.tracker.is_closing()
+            {
+                // Registered with this task's waker, and nothing changed since.
                 return Poll::Pending;
             }
+            if this.changed.as_mut().poll(cx).is_pending() {
+                *this.registered = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            *this.registered = None;
             this.changed.set(this.tracker.changed());
         }
     }

@@ -16,6 +16,7 @@ pub(crate) struct CloseSignal {
 }
 
 impl CloseSignal {
+    #[inline]
     pub(crate) fn is_requested(&self) -> bool {
         self.requested.load(Ordering::Acquire)
     }

@@ -134,6 +134,8 @@ pub(crate) struct Core<Io> {
     keepalive: Option<Box<KeepaliveState>>,
     mask_keys: Option<Box<MaskKeys>>,
     signal: Option<Arc<CloseSignal>>,
+    /// The waker last registered with `signal`.
+    signal_waker: Option<Waker>,
     /// The latest ping's payload, held while the write queue is over its high-water mark: RFC
     /// 6455 section 5.5.3 lets an endpoint answer only the most recent of unanswered pings, so a
     /// ping flood from a peer that does not read costs one pong, not a growing queue.
@@ -187,6 +189,7 @@ impl<Io> Core<Io> {
             keepalive,
             mask_keys,
             signal: None,
+            signal_waker: None,
             deferred_pong: None,
             sending_pieces: None,
             deflate: None,
@@ -263,6 +266,7 @@ impl<Io> Core<Io> {
             keepalive: self.keepalive.take(),
             mask_keys: self.mask_keys.take(),
             signal: self.signal.take(),
+            signal_waker: None,
             deferred_pong: self.deferred_pong.take(),
             sending_pieces: self.sending_pieces.take(),
             deflate: self.deflate.take(),
@@ -340,9 +344,10 @@ impl<Io> Core<Io> {
     }
 
     /// A close request from a [`Closer`](super::Closer), if one is pending and we are open.
+    #[inline]
     fn take_close_request(&mut self) -> Option<CloseFrame> {
         let signal = self.signal.as_ref()?;
-        if !matches!(self.state, State::Open) {
+        if !signal.is_requested() || !matches!(self.state, State::Open) {
             return None;
         }
         signal.take_request()
@@ -508,7 +513,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
     /// should look again; `Pending` means a wake-up is registered.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if let Some(signal) = &self.signal {
-            signal.register(cx.waker());
+            // Registering takes a lock: skip it while the task's waker is the one registered.
+            if !self
+                .signal_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                signal.register(cx.waker());
+                self.signal_waker = Some(cx.waker().clone());
+            }
             if signal.is_requested() && matches!(self.state, State::Open) {
                 return Poll::Ready(());
             }

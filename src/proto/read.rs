@@ -20,6 +20,9 @@ use super::message::Message;
 use super::pool;
 use crate::error::ProtocolError;
 
+/// The least room a read that starts a frame is made with.
+const MIN_READ: usize = 512;
+
 /// The most asked of the transport in one read while a large frame is arriving.
 const LARGE_READ: usize = 256 << 10;
 
@@ -163,20 +166,24 @@ impl Reader {
         cx: &mut Context<'_>,
         read_chunk: usize,
     ) -> Poll<io::Result<usize>> {
-        let want = match self.partial {
-            Some(p) => {
-                let missing = usize::try_from(p.header.payload_len)
-                    .unwrap_or(usize::MAX)
-                    .saturating_sub(self.buf.len());
-                // Ask for at most as much as already arrived (doubling), so a peer that
-                // announces a large frame and sends little makes us hold little.
-                let grow = self.buf.len().clamp(read_chunk, LARGE_READ.max(read_chunk));
-                missing.clamp(read_chunk, grow)
-            }
-            // The frame header has not arrived yet: expect one like the last.
-            None => read_chunk.max(self.last_frame as usize + frame::MAX_HEADER_LEN),
+        // `want`: how much room to make when making room; `need`: how little room is enough to
+        // read into without making any.
+        let (want, need) = if let Some(p) = self.partial {
+            let missing = usize::try_from(p.header.payload_len)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(self.buf.len());
+            // Ask for at most as much as already arrived (doubling), so a peer that announces a
+            // large frame and sends little makes us hold little.
+            let grow = self.buf.len().clamp(read_chunk, LARGE_READ.max(read_chunk));
+            let want = missing.clamp(read_chunk, grow);
+            (want, want)
+        } else {
+            // The frame header has not arrived yet: expect one like the last, and read into the
+            // room left behind the last if it fits.
+            let expected = self.last_frame as usize + frame::MAX_HEADER_LEN;
+            (read_chunk.max(expected), expected.max(MIN_READ))
         };
-        if self.buf.capacity() - self.buf.len() < want {
+        if self.buf.capacity() - self.buf.len() < need {
             if self.buf.capacity() == 0 {
                 self.buf = pool::take(pool::Kind::Read, want);
             } else {

@@ -1,6 +1,8 @@
 //! The write side: a queue of encoded frames, written with as few system calls as possible.
 //!
-//! Headers and small payloads are copied into one buffer, so a burst of small frames leaves in
+//! A frame queued alone (the common case: one reply, written at once) is written straight from
+//! its header and payload, with no buffer borrowed and no payload copied. When more frames queue
+//! up, headers and small payloads are copied into one buffer, so a burst of small frames leaves in
 //! one write. A large payload stays in its own `Bytes` and goes out in a vectored write beside
 //! the headers around it, never copied. The queue is always a sequence of whole frames: a partial
 //! write leaves the rest of the frame at its front, so a frame queued later (a pong, a close) can
@@ -34,9 +36,36 @@ enum Segment {
     Shared(Bytes),
 }
 
+/// A frame queued alone: its encoded header and its payload.
+#[derive(Debug)]
+struct Lone {
+    head: [u8; MAX_HEADER_LEN],
+    head_len: usize,
+    /// Bytes of the frame (header first) already written.
+    written: usize,
+    payload: Bytes,
+}
+
+impl Lone {
+    /// What is left to write of the header and of the payload.
+    fn rest(&self) -> (&[u8], &[u8]) {
+        let head = self
+            .head
+            .get(self.written.min(self.head_len)..self.head_len)
+            .unwrap_or_default();
+        let payload = self
+            .payload
+            .get(self.written.saturating_sub(self.head_len)..)
+            .unwrap_or_default();
+        (head, payload)
+    }
+}
+
 /// Encoded frames waiting to be written.
 #[derive(Debug, Default)]
 pub(crate) struct WriteQueue {
+    /// The only frame queued, while it is the only one; `buf` and `segments` are empty then.
+    lone: Option<Lone>,
     /// Headers and small payloads, in order.
     buf: BytesMut,
     /// The queue up to the last shared payload; the part of `buf` not covered by an `Inline`
@@ -75,6 +104,17 @@ impl WriteQueue {
             mask,
             payload_len: payload.len() as u64,
         };
+        let payload = if self.queued == 0 {
+            match self.try_lone(&header, payload, mask) {
+                Ok(()) => return,
+                Err(payload) => payload,
+            }
+        } else {
+            payload
+        };
+        if let Some(lone) = self.lone.take() {
+            self.spill(&lone);
+        }
         if self.buf.capacity() == 0 {
             self.buf = pool::take(pool::Kind::Write, MAX_HEADER_LEN + INLINE_MAX);
         }
@@ -103,6 +143,55 @@ impl WriteQueue {
         self.segments.push_back(Segment::Inline(tail));
         self.inline_in_segments += tail;
         self.segments.push_back(Segment::Shared(payload));
+    }
+
+    /// Queues the frame alone, if it can go out without a copy (a server's frame, or a client's
+    /// whose payload nobody else holds, so it can be masked in place).
+    fn try_lone(
+        &mut self,
+        header: &FrameHeader,
+        payload: Bytes,
+        mask: Option<[u8; 4]>,
+    ) -> Result<(), Bytes> {
+        let payload = match mask {
+            None => payload,
+            Some(key) => {
+                let mut owned = payload.try_into_mut()?;
+                apply_mask(&mut owned, key, 0);
+                owned.freeze()
+            }
+        };
+        let mut head = [0_u8; MAX_HEADER_LEN];
+        let mut cursor = &mut head[..];
+        encode_header(header, &mut cursor);
+        let head_len = MAX_HEADER_LEN - cursor.len();
+        self.queued = head_len + payload.len();
+        self.lone = Some(Lone {
+            head,
+            head_len,
+            written: 0,
+            payload,
+        });
+        Ok(())
+    }
+
+    /// Moves what is left of a lone frame into the buffer, ahead of the frames that follow it.
+    fn spill(&mut self, lone: &Lone) {
+        let (head, payload) = lone.rest();
+        if self.buf.capacity() == 0 {
+            self.buf = pool::take(pool::Kind::Write, MAX_HEADER_LEN + INLINE_MAX);
+        }
+        self.buf.extend_from_slice(head);
+        if payload.len() <= INLINE_MAX {
+            self.buf.extend_from_slice(payload);
+        } else {
+            let tail = self.buf.len() - self.inline_in_segments;
+            self.segments.push_back(Segment::Inline(tail));
+            self.inline_in_segments += tail;
+            let offset = lone.payload.len() - payload.len();
+            self.segments
+                .push_back(Segment::Shared(lone.payload.slice(offset..)));
+        }
     }
 
     fn push_inline(&mut self, payload: &[u8], mask: Option<[u8; 4]>) {
@@ -146,7 +235,30 @@ impl WriteQueue {
         io: &mut Io,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        let written = if io.is_write_vectored() {
+        if let Some(lone) = &mut self.lone {
+            let (head, payload) = lone.rest();
+            let written = if head.is_empty() {
+                ready!(Pin::new(&mut *io).poll_write(cx, payload))?
+            } else if !payload.is_empty() && io.is_write_vectored() {
+                let slices = [IoSlice::new(head), IoSlice::new(payload)];
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
+            } else {
+                ready!(Pin::new(&mut *io).poll_write(cx, head))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            lone.written += written;
+            self.queued -= written;
+            if self.queued == 0 {
+                self.lone = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let written = if self.segments.is_empty() {
+            // Only coalesced bytes: one plain write, no slice array to build.
+            ready!(Pin::new(&mut *io).poll_write(cx, &self.buf))?
+        } else if io.is_write_vectored() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let count = self.fill_slices(&mut slices);
             let slices = slices.get(..count).unwrap_or_default();
@@ -391,13 +503,20 @@ mod tests {
         let owned_ptr = owned.as_ptr();
         let mut q = WriteQueue::default();
         q.push(OpCode::Binary, true, 0, owned, Some(key));
-        match q.segments.back() {
-            Some(Segment::Shared(b)) => assert_eq!(b.as_ptr(), owned_ptr, "masked without a copy"),
-            other => panic!("expected a shared segment, got {other:?}"),
-        }
+        assert_eq!(
+            q.lone.as_ref().map(|l| l.payload.as_ptr()),
+            Some(owned_ptr),
+            "queued alone, masked without a copy"
+        );
         let shared = Bytes::from(vec![0x55; 4000]);
         let keep = shared.clone();
         q.push(OpCode::Binary, true, 0, shared, Some(key));
+        // The first frame moved behind the header buffer, still without a copy.
+        assert!(
+            q.segments
+                .iter()
+                .any(|s| matches!(s, Segment::Shared(b) if b.as_ptr() == owned_ptr))
+        );
         assert_eq!(
             keep[0], 0x55,
             "a payload someone else holds is never modified"
@@ -416,5 +535,37 @@ mod tests {
         let mut payload = w.out[8..frame_len].to_vec();
         apply_mask(&mut payload, key, 0);
         assert!(payload.iter().all(|&b| b == 0x55));
+    }
+
+    #[test]
+    fn a_lone_frame_cut_by_a_partial_write_keeps_its_place_when_more_frames_queue() {
+        for first in [10_usize, 3000] {
+            for cut in [1, 2, 4, 5, 100] {
+                let mut q = WriteQueue::default();
+                q.push(OpCode::Binary, true, 0, Bytes::from(vec![1; first]), None);
+                let mut w = Chunked {
+                    out: Vec::new(),
+                    limit: cut,
+                    calls: 0,
+                    vectored: true,
+                };
+                let waker = std::task::Waker::noop();
+                let mut cx = Context::from_waker(waker);
+                let _ = q.poll_write_once(&mut w, &mut cx);
+                q.push(OpCode::Text, true, 0, Bytes::from_static(b"next"), None);
+                q.push(OpCode::Binary, true, 0, Bytes::from(vec![2; 2000]), None);
+                w.limit = usize::MAX;
+                flush_all(&mut q, &mut w);
+                assert_eq!(
+                    w.out,
+                    expected_wire(&[
+                        (OpCode::Binary, vec![1; first]),
+                        (OpCode::Text, b"next".to_vec()),
+                        (OpCode::Binary, vec![2; 2000]),
+                    ]),
+                    "first {first} cut {cut}"
+                );
+            }
+        }
     }
 }
