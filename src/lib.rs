@@ -80,14 +80,17 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `http2` | on | WebSocket over HTTP/2 (RFC 8441): see [`Handshake::version`] and the README |
-//! | `client` | off | the client side |
+//! | `client` | off | the client: `ClientBuilder`, a handshake over any transport, `ws://` over TCP |
+//! | `rustls` | off | `wss://` for the client, with rustls and the webpki roots |
+//! | `deflate` | off | permessage-deflate (RFC 7692), negotiated by the layer and the client: `DeflateConfig` |
 //!
 //! # Limits
 //!
 //! Every limit is on by default ([`Config`]): 16 MiB per message and per frame (decided from
 //! the frame header, before any payload is buffered), a 128 KiB write-queue high-water mark,
 //! a 5 s close timeout. Set them per layer with [`UpgradeLayer::config`]. An idle socket
-//! holds no read buffer.
+//! holds no read or write buffer. What `send` does when a peer stops reading (wait, refuse the
+//! message, or drop the peer) is [`Backpressure`].
 //!
 //! # Cancel safety
 //!
