@@ -32,6 +32,8 @@ use tower::ServiceExt;
 use tower_ws::{Config, Role, WebSocket};
 use tower_ws::{Session, handler_fn};
 
+pub mod child;
+
 /// Runs `fut`, failing the test if it takes longer than `secs`.
 pub async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), fut)
