@@ -10,13 +10,19 @@
 //! `RUST_LOG=tower_ws=debug` shows each session's span and events. Ctrl-C shuts down
 //! gracefully: HTTP connections finish, and open sockets get a 1001 close.
 //!
-//! Slow clients: hyper's `header_read_timeout` (10 s here; hyper's default is 30 s once a timer
-//! is set) closes a connection whose request head has not fully arrived in time, the
-//! slow-loris attack. hyper needs a timer for it (`TokioTimer`).
+//! Slow clients (README, "Slow and hostile clients"): hyper's `header_read_timeout` (10 s here;
+//! hyper's default is 30 s once a timer is set) closes a connection whose request head has not
+//! fully arrived in time, the slow-loris attack; hyper needs a timer for it (`TokioTimer`). It
+//! starts only once hyper-util's auto builder has told HTTP/1 from HTTP/2, so a deadline for
+//! each connection's first request covers the clients that send nothing, or the HTTP/2
+//! preface slowly.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,7 +113,10 @@ async fn main() -> Result<(), BoxError> {
             _ = &mut ctrl_c => break,
         };
         let ws = ws.clone();
+        let requested = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&requested);
         let app = service_fn(move |mut request: Request<Incoming>| {
+            seen.store(true, Ordering::Relaxed);
             // The layer puts the peer address in each session's span.
             request.extensions_mut().insert(peer);
             let ws = ws.clone();
@@ -125,8 +134,12 @@ async fn main() -> Result<(), BoxError> {
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+            match first_request_within(FIRST_REQUEST, &requested, connection).await {
+                Some(Err(error)) => {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+                None => tracing::debug!(%peer, "no request in time: connection dropped"),
+                Some(Ok(())) => {}
             }
         });
     }
@@ -144,6 +157,34 @@ async fn main() -> Result<(), BoxError> {
         tracing::warn!(dropped, "some WebSocket sessions did not close in time");
     }
     Ok(())
+}
+
+/// How long a new connection has to send its first request.
+const FIRST_REQUEST: Duration = Duration::from_secs(10);
+
+/// Runs `connection`, unless no request has arrived on it (`requested` is still false) after
+/// `deadline`: then drops it and returns `None`.
+///
+/// hyper-util's auto builder reads the first bytes to tell HTTP/1 from HTTP/2 before hyper's
+/// `header_read_timeout` starts (hyperium/hyper#3756): without a deadline of its own, a client
+/// that connects and sends nothing, or sends the HTTP/2 preface slowly, holds its connection
+/// forever.
+async fn first_request_within<F: Future>(
+    deadline: Duration,
+    requested: &AtomicBool,
+    connection: F,
+) -> Option<F::Output> {
+    let mut connection = pin!(connection);
+    tokio::select! {
+        output = connection.as_mut() => Some(output),
+        () = tokio::time::sleep(deadline) => {
+            if requested.load(Ordering::Relaxed) {
+                Some(connection.await)
+            } else {
+                None
+            }
+        }
+    }
 }
 
 const PAGE: &str = r#"<!doctype html>

@@ -12,7 +12,11 @@
 //! sent. To cap the number of sessions, limit the handler: it is a tower service too.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
@@ -138,15 +142,50 @@ async fn main() -> Result<(), BoxError> {
     builder.http2().enable_connect_protocol();
     loop {
         let (stream, _) = listener.accept().await?;
-        let service = TowerToHyperService::new(service.clone());
+        // Slow clients: `header_read_timeout` above, and a deadline for the first request,
+        // which covers what that timeout does not (see `first_request_within`).
+        let requested = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&requested);
+        let service = service
+            .clone()
+            .map_request(move |request: Request<Incoming>| {
+                seen.store(true, Ordering::Relaxed);
+                request
+            });
+        let service = TowerToHyperService::new(service);
         let builder = builder.clone();
         tokio::spawn(async move {
-            if let Err(error) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "connection ended with an error");
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            match first_request_within(Duration::from_secs(10), &requested, connection).await {
+                Some(Err(error)) => tracing::debug!(%error, "connection ended with an error"),
+                None => tracing::debug!("no request in time: connection dropped"),
+                Some(Ok(())) => {}
             }
         });
+    }
+}
+
+/// Runs `connection`, unless no request has arrived on it (`requested` is still false) after
+/// `deadline`: then drops it and returns `None`.
+///
+/// hyper-util's auto builder reads the first bytes to tell HTTP/1 from HTTP/2 before hyper's
+/// `header_read_timeout` starts (hyperium/hyper#3756): without a deadline of its own, a client
+/// that connects and sends nothing, or sends the HTTP/2 preface slowly, holds its connection
+/// forever.
+async fn first_request_within<F: Future>(
+    deadline: Duration,
+    requested: &AtomicBool,
+    connection: F,
+) -> Option<F::Output> {
+    let mut connection = pin!(connection);
+    tokio::select! {
+        output = connection.as_mut() => Some(output),
+        () = tokio::time::sleep(deadline) => {
+            if requested.load(Ordering::Relaxed) {
+                Some(connection.await)
+            } else {
+                None
+            }
+        }
     }
 }

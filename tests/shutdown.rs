@@ -160,3 +160,120 @@ async fn handshakes_after_shutdown_began_are_refused_with_503() {
     let response = raw(addr, &handshake("GET", "/page", &[])).await;
     assert_eq!(response.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_a_thousand_sockets_with_1001_and_waits_for_every_handler() {
+    let (dropped, returned) = shut_down_a_thousand_sockets(false).await;
+    assert_eq!(dropped, 0);
+    assert!(returned < THOUSAND_DEADLINE, "returned after {returned:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_thousand_sockets_closing_a_silent_one_is_dropped_at_the_deadline() {
+    let (dropped, returned) = shut_down_a_thousand_sockets(true).await;
+    assert_eq!(
+        dropped, 1,
+        "only the silent session is left at the deadline"
+    );
+    assert!(returned >= THOUSAND_DEADLINE, "returned after {returned:?}");
+}
+
+const THOUSAND_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Opens 1,000 sockets whose clients answer the close frame (as every client library does),
+/// and one whose client answers nothing if `silent`, then shuts down with a 5 s deadline.
+/// Checks that every answering socket got 1001 and was closed, and that their handlers had
+/// all finished when `shutdown` returned; returns what `shutdown` returned and when.
+async fn shut_down_a_thousand_sockets(silent: bool) -> (usize, Duration) {
+    const SOCKETS: usize = 1000;
+    const DEADLINE: Duration = THOUSAND_DEADLINE;
+    let (started, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counters = (Arc::clone(&started), Arc::clone(&finished));
+    let handler = handler_fn(move |Session { mut socket, .. }| {
+        let (started, finished) = (Arc::clone(&counters.0), Arc::clone(&counters.1));
+        async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            while let Some(Ok(_)) = socket.recv().await {}
+            // Cleanup after the socket closed, which shutdown must wait for.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            finished.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // A close timeout beyond the deadline, so the deadline is what ends the silent session.
+    let config = Config::default().close_timeout(Duration::from_secs(60));
+    let layer = UpgradeLayer::new(handler).config(config);
+    let shutdown = layer.shutdown_handle();
+    let addr = serve(ServiceBuilder::new().layer(layer).service(inner())).await;
+
+    // Clients that answer the close frame and read to the end.
+    let mut clients = Vec::with_capacity(SOCKETS);
+    for _ in 0..SOCKETS {
+        let mut client = support::raw_ws(addr, "/ws").await;
+        clients.push(tokio::spawn(async move {
+            let close = support::read_until_close(&mut client).await.unwrap();
+            let answer = support::client_frame(true, 8, &close.payload);
+            support::write_raw(&mut client, &answer).await;
+            let closed = support::sees_eof(&mut client, 30).await;
+            (close.close_code(), close.payload[2..].to_vec(), closed)
+        }));
+    }
+    // And one that reads nothing and answers nothing.
+    let mut silent = if silent {
+        Some(raw(addr, &handshake("GET", "/ws", &VALID)).await)
+    } else {
+        None
+    };
+    let sessions = SOCKETS + usize::from(silent.is_some());
+    // Every handler is running (a session still waiting for hyper to hand over its connection
+    // when shutdown begins is closed without running its handler).
+    bounded(async {
+        while started.load(Ordering::SeqCst) < sessions {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    let began = Instant::now();
+    let all_closed = tokio::spawn({
+        let finished = Arc::clone(&finished);
+        async move {
+            while finished.load(Ordering::SeqCst) < SOCKETS {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            began.elapsed()
+        }
+    });
+    let dropped = shutdown.shutdown(DEADLINE).await;
+    let returned = began.elapsed();
+    let done_at_return = finished.load(Ordering::SeqCst);
+    let all_closed = bounded(all_closed).await.unwrap();
+    eprintln!(
+        "shutdown of {sessions} sockets: every answering handler done after {all_closed:?}; \
+         shutdown returned {dropped} after {returned:?} (deadline {DEADLINE:?})"
+    );
+    assert_eq!(
+        done_at_return, SOCKETS,
+        "shutdown returned before the handlers"
+    );
+    for client in clients {
+        let (code, reason, closed) = bounded(client).await.unwrap();
+        assert_eq!(code, Some(1001));
+        assert_eq!(reason, b"server shutting down");
+        assert!(closed, "the server closed the connection");
+    }
+    // The silent client finds the close frame, then the end of the stream.
+    if let Some(silent) = &mut silent {
+        let close = bounded(support::read_frame(&mut silent.stream))
+            .await
+            .unwrap();
+        assert_eq!(close.close_code(), Some(1001));
+        assert!(support::sees_eof(&mut silent.stream, 10).await);
+    }
+    bounded(async {
+        while shutdown.active() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    (dropped, returned)
+}

@@ -32,6 +32,8 @@ use tower::ServiceExt;
 use tower_ws::{Config, Role, WebSocket};
 use tower_ws::{Session, handler_fn};
 
+pub mod child;
+
 /// Runs `fut`, failing the test if it takes longer than `secs`.
 pub async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), fut)
@@ -524,3 +526,26 @@ pub const VALID: [&str; 4] = [
     "Sec-WebSocket-Version: 13",
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
 ];
+
+/// Opens a WebSocket by hand on `path` (raw HTTP/1.1, the RFC sample key) and returns the
+/// connection after the `101`.
+pub async fn raw_ws(addr: SocketAddr, path: &str) -> TcpStream {
+    let response = raw(addr, &handshake("GET", path, &VALID)).await;
+    assert_eq!(response.status, 101, "handshake refused");
+    assert!(response.rest.is_empty(), "frames before the first message");
+    response.stream.set_nodelay(true).unwrap();
+    response.stream
+}
+
+/// CPU time (user + system, every thread) this process has used so far, from
+/// `/proc/self/stat`, in the kernel's 10 ms ticks (`USER_HZ` is 100 on every Linux ABI).
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The command name may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
