@@ -178,12 +178,16 @@ impl Config {
         self
     }
 
-    /// Sends a ping after `interval` without a received frame, and fails the connection
-    /// (error kind [`Timeout`](crate::ErrorKind::Timeout)) when nothing at all arrives for
-    /// `interval + timeout`.
+    /// Sends a ping after `interval` in which nothing arrived from the peer, and fails the
+    /// connection (error kind [`Timeout`](crate::ErrorKind::Timeout), close code 1001) when
+    /// nothing at all arrives for `interval + timeout`.
     ///
-    /// Default: off. Detection runs while the connection is being read (a `recv` or stream
-    /// poll is pending), which is how handlers normally spend their time.
+    /// "Nothing arrived" counts bytes, not whole frames, so a large message on a slow link keeps
+    /// the connection alive while it trickles in; the price is that a peer trickling a byte per
+    /// interval into a frame is not cut off (it holds the bytes it sent, at most the frame
+    /// limit). Default: off. Detection runs while the connection is being read (a `recv` or
+    /// stream poll is pending), which is how handlers normally spend their time; a handler that
+    /// only sends notices a dead peer when the transport reports it.
     #[must_use]
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keepalive = Some(Keepalive { interval, timeout });
