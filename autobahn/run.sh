@@ -2,8 +2,8 @@
 # The Autobahn|Testsuite, strict, in both roles, against this crate's examples: installs the
 # suite if needed, builds the examples, runs each role and prints one line per role:
 #
-#   server: N passed, M failed[, K skipped]
-#   client: N passed, M failed[, K skipped]
+#   server: N passed, M failed
+#   client: N passed, M failed
 #
 #   autobahn/run.sh [both|server|client]        (default both)
 #
@@ -30,10 +30,6 @@ profile="${AUTOBAHN_PROFILE:-dev}"
 target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps \
   | "$(command -v python3 || echo python)" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 bin_dir="$target_dir/$([[ "$profile" == dev ]] && echo debug || echo "$profile")/examples"
-
-# Until permessage-deflate exists, its 216 cases (12.*, 13.*) answer UNIMPLEMENTED; they are
-# allowed (and counted as skipped) there only. The deflate work drops this line.
-deflate=(--allow-unimplemented-deflate)
 
 mkdir -p "$here/out"
 if ! "$here/install.sh" >"$here/out/install.log" 2>&1; then
@@ -81,13 +77,13 @@ if (( run_server )); then
   mkdir -p "$here/out/server"
   rc=0
   # shellcheck disable=SC2086 # the command is split into words on purpose
-  "$here/run-server.sh" "${deflate[@]}" -- $server_cmd >"$here/out/server/run.log" 2>&1 || rc=$?
+  "$here/run-server.sh" -- $server_cmd >"$here/out/server/run.log" 2>&1 || rc=$?
   report server "$rc" "$here/out/server/run.log"
 fi
 if (( run_client )); then
   mkdir -p "$here/out/client"
   rc=0
-  "$here/run-client.sh" "${deflate[@]}" -- "$bin_dir/autobahn_client" '{url}' '{agent}' \
+  "$here/run-client.sh" -- "$bin_dir/autobahn_client" '{url}' '{agent}' \
     >"$here/out/client/run.log" 2>&1 || rc=$?
   report client "$rc" "$here/out/client/run.log"
 fi
