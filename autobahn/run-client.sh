@@ -17,7 +17,7 @@
 #                     wstest.log, client.log, reports/ (wiped first)
 #   --cases GLOB      cases to offer (repeatable; default '*')
 #   --exclude GLOB    cases to leave out (repeatable)
-#   --timeout SECS    limit for the client command (default 900)
+#   --timeout SECS    limit for the client command (default 1800)
 #   --venv DIR        virtualenv made by install.sh (default $AUTOBAHN_VENV or autobahn/.venv)
 # Exit status: check.py's (0 pass, 1 failing cases, 2 incomplete report), or 3 when the fuzzing
 # server did not start or died, or the client timed out or exited with an error.
@@ -30,7 +30,7 @@ source "$here/lib.sh"
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-2}"; }
 
 port=""; agent="tower-ws"; outdir="$here/out/client"; cases=(); excludes=()
-timeout_s=900; venv="${AUTOBAHN_VENV:-$here/.venv}"
+timeout_s=1800; venv="${AUTOBAHN_VENV:-$here/.venv}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --port) port="$2"; shift 2 ;;

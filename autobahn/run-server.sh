@@ -15,7 +15,7 @@
 #                     wstest.log, server.log, reports/ (wiped first)
 #   --cases GLOB      cases to run (repeatable; default '*')
 #   --exclude GLOB    cases to leave out (repeatable)
-#   --timeout SECS    limit for the whole wstest run (default 900)
+#   --timeout SECS    limit for the whole wstest run (default 1800)
 #   --venv DIR        virtualenv made by install.sh (default $AUTOBAHN_VENV or autobahn/.venv)
 # Exit status: check.py's (0 pass, 1 failing cases, 2 incomplete report), or 3 when the server
 # did not start, died during the run, or wstest failed or timed out.
@@ -28,7 +28,7 @@ source "$here/lib.sh"
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-2}"; }
 
 port=""; agent="tower-ws"; outdir="$here/out/server"; cases=(); excludes=()
-timeout_s=900; venv="${AUTOBAHN_VENV:-$here/.venv}"
+timeout_s=1800; venv="${AUTOBAHN_VENV:-$here/.venv}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --port) port="$2"; shift 2 ;;
