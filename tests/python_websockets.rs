@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 use support::{Rng, within};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -66,23 +66,38 @@ async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<Counts>) {
                     return;
                 };
                 let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
-                let (mut in_read, mut in_write) = inbound.into_split();
-                let (mut out_read, mut out_write) = outbound.into_split();
-                let up = async {
-                    let n = tokio::io::copy(&mut in_read, &mut out_write).await;
-                    let _ = out_write.shutdown().await;
-                    counts.up.fetch_add(n.unwrap_or(0), Ordering::Relaxed);
-                };
-                let down = async {
-                    let n = tokio::io::copy(&mut out_read, &mut in_write).await;
-                    let _ = in_write.shutdown().await;
-                    counts.down.fetch_add(n.unwrap_or(0), Ordering::Relaxed);
-                };
-                tokio::join!(up, down);
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                tokio::join!(
+                    forward(in_read, out_write, &counts.up),
+                    forward(out_read, in_write, &counts.down),
+                );
             });
         }
     });
     (addr, counts)
+}
+
+/// Copies `from` to `to` until the end of `from`, counting each chunk as it passes: the counts
+/// are up to date as soon as the peer has read the bytes, not only once the connection ends.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    count: &AtomicU64,
+) {
+    let mut buf = vec![0_u8; 64 << 10];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                count.fetch_add(n as u64, Ordering::Relaxed);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// The layer, echoing, behind hyper on loopback; each session reports what it negotiated.
