@@ -218,6 +218,9 @@ async fn python_client_against_the_layer() {
             json!({"server_max_window_bits": 15, "client_no_context_takeover": true}),
             Some(params(false, true, 15, 15)),
         ),
+        // zlib cannot compress with a 256-byte window, and RFC 7692 (7.1.2.1) forbids answering
+        // a larger one than offered (websockets fails the connection on it): declined.
+        (default, json!({"server_max_window_bits": 8}), None),
         // No offer: no compression, and everything still echoes.
         (default, Value::Null, None),
     ];
@@ -399,6 +402,18 @@ async fn our_client_against_a_python_server() {
         // A server that declines compression: no extension, and everything still echoes.
         (Value::Null, default, None),
     ];
+    // A server that limits our window to 8 bits, which zlib cannot compress with: the
+    // handshake fails rather than risk distances the peer's window does not hold.
+    let peer = PythonServer::start(&python, &json!({"client_max_window_bits": 8})).await;
+    let refused = within(
+        10,
+        ClientBuilder::new()
+            .config(Config::default().deflate(default))
+            .connect(format!("ws://127.0.0.1:{}/", peer.port)),
+    )
+    .await;
+    assert!(refused.is_err(), "a client window of 8 bits was accepted");
+    peer.stop().await;
     for (server, client, expected) in cases {
         let what = format!("websockets server {server} / client {client:?}");
         let mut peer = PythonServer::start(&python, &server).await;
