@@ -12,7 +12,8 @@
 //! Each session logs what it negotiated, and the page shows what the browser agreed to
 //! (`WebSocket.extensions`). On load the page sends a greeting, a 3 KB JSON text and a 4 KiB
 //! binary message, and says `echo ok` once all three came back unchanged; `interop/browser.sh`
-//! checks exactly that with headless Chromium.
+//! checks exactly that with headless Chromium. `ECHO_DEFLATE=frugal` swaps the default settings
+//! for the cheapest ones: no context takeover either way and small windows.
 //!
 //! `RUST_LOG=tower_ws=debug` shows each session's span and events. Ctrl-C shuts down
 //! gracefully: HTTP connections finish, and open sockets get a 1001 close.
@@ -94,7 +95,12 @@ async fn main() -> Result<(), BoxError> {
     // `/ws`: the layer answers handshakes; anything else sent there is told to upgrade.
     let config = Config::default();
     #[cfg(feature = "deflate")]
-    let config = config.deflate(tower_ws::DeflateConfig::default());
+    let config = config.deflate(match std::env::var("ECHO_DEFLATE").as_deref() {
+        Ok("frugal") => tower_ws::DeflateConfig::low_memory()
+            .server_max_window_bits(11)
+            .client_max_window_bits(10),
+        _ => tower_ws::DeflateConfig::default(),
+    });
     let websocket = UpgradeLayer::new(echo).config(config);
     let sessions = websocket.shutdown_handle();
     let ws = ServiceBuilder::new()
