@@ -2,7 +2,7 @@
 """Strict checker for an Autobahn|Testsuite report (index.json) of one agent.
 
     check.py REPORT [--agent NAME] [--label ROLE] [--expect-cases N]
-             [--allow-unimplemented-deflate] [--timings] [--max-details N]
+             [--timings] [--max-details N]
 
 REPORT is index.json or the directory holding it. Standard library only; Python 3 or 2.7.
 
@@ -12,15 +12,14 @@ Every case has two verdicts, `behavior` (what the peer did with the data) and `b
   OK             always;
   INFORMATIONAL  only when the connection was closed cleanly: the case file says wasClean, no
                  handshake or close timeout happened, and the peer sent a close frame (7.1.6,
-                 7.13.1, 7.13.2: the suite grades no outcome there, so the close is what counts);
-  UNIMPLEMENTED  only in `behavior`, only for 12.* and 13.* (permessage-deflate), and only with
-                 --allow-unimplemented-deflate. Those cases are counted as skipped, not passed.
+                 7.13.1, 7.13.2: the suite grades no outcome there, so the close is what counts).
 
-Everything else fails: NON-STRICT, FAILED, WRONG CODE, UNCLEAN, FAILED BY CLIENT, NO_CLOSE...
+Everything else fails: UNIMPLEMENTED (a permessage-deflate case, 12.* or 13.*, that did not
+negotiate compression), NON-STRICT, FAILED, WRONG CODE, UNCLEAN, FAILED BY CLIENT, NO_CLOSE...
 The report must also hold exactly --expect-cases cases, if given (a crashed peer leaves a short
 report that would otherwise look clean).
 
-The last line printed is `[ROLE: ]N passed, M failed[, K skipped]`.
+The last line printed is `[ROLE: ]N passed, M failed`.
 Exit status: 0 every case passes, 1 some case fails, 2 the report is missing, unreadable, of
 another agent or of the wrong size.
 """
@@ -33,7 +32,6 @@ import json
 import os
 import sys
 
-DEFLATE_GROUPS = ("12", "13")
 CLEAN_FLAGS_FALSE = ("wasCloseHandshakeTimeout", "wasServerConnectionDropTimeout",
                      "wasOpenHandshakeTimeout")
 
@@ -61,12 +59,9 @@ def closed_cleanly(detail):
             and detail.get("remoteCloseCode") is not None)
 
 
-def verdict(case_id, entry, detail_of, allow_deflate):
-    """'pass', 'skip' or a failure reason."""
+def verdict(entry, detail_of):
+    """'pass' or a failure reason."""
     behavior, close = entry.get("behavior"), entry.get("behaviorClose")
-    if behavior == "UNIMPLEMENTED" and allow_deflate \
-            and case_id.split(".")[0] in DEFLATE_GROUPS and close == "OK":
-        return "skip"
     reasons = []
     for what, value in (("behavior", behavior), ("behaviorClose", close)):
         if value == "OK":
@@ -121,8 +116,6 @@ def main(argv=None):
     p.add_argument("--agent", help="agent to check (required if the report holds several)")
     p.add_argument("--label", default="", help="prefix of the summary line, e.g. server")
     p.add_argument("--expect-cases", type=int, help="the report must hold exactly this many cases")
-    p.add_argument("--allow-unimplemented-deflate", action="store_true",
-                   help="12.* and 13.* may be UNIMPLEMENTED (no permessage-deflate yet)")
     p.add_argument("--timings", action="store_true", help="print the time spent per case group")
     p.add_argument("--max-details", type=int, default=30, metavar="N",
                    help="describe the first N failures in full (default 30)")
@@ -161,21 +154,15 @@ def main(argv=None):
     if a.timings:
         print_timings(report_dir, cases)
 
-    passed = skipped = 0
+    passed = 0
     failures = []
     for cid in sorted(cases, key=case_key):
         entry = cases[cid]
-        v = verdict(cid, entry, lambda: load_detail(report_dir, entry),
-                    a.allow_unimplemented_deflate)
+        v = verdict(entry, lambda: load_detail(report_dir, entry))
         if v == "pass":
             passed += 1
-        elif v == "skip":
-            skipped += 1
         else:
             failures.append((cid, v))
-    if skipped:
-        print("skipped: %d cases of 12.* and 13.* are UNIMPLEMENTED (no permessage-deflate)"
-              % skipped)
 
     for n, (cid, reason) in enumerate(failures):
         entry = cases[cid]
@@ -194,10 +181,7 @@ def main(argv=None):
         print("check.py: the report holds %d cases, expected %d (did the peer crash?)"
               % (len(cases), a.expect_cases), file=sys.stderr)
         status = 2
-    summary = "%s%d passed, %d failed" % (prefix, passed, len(failures))
-    if skipped:
-        summary += ", %d skipped" % skipped
-    print(summary)
+    print("%s%d passed, %d failed" % (prefix, passed, len(failures)))
     return status
 
 

@@ -17,8 +17,7 @@
 #                     wstest.log, client.log, reports/ (wiped first)
 #   --cases GLOB      cases to offer (repeatable; default '*')
 #   --exclude GLOB    cases to leave out (repeatable)
-#   --allow-unimplemented-deflate   passed to check.py: 12.* and 13.* may be UNIMPLEMENTED
-#   --timeout SECS    limit for the client command (default 900)
+#   --timeout SECS    limit for the client command (default 1800)
 #   --venv DIR        virtualenv made by install.sh (default $AUTOBAHN_VENV or autobahn/.venv)
 # Exit status: check.py's (0 pass, 1 failing cases, 2 incomplete report), or 3 when the fuzzing
 # server did not start or died, or the client timed out or exited with an error.
@@ -30,8 +29,8 @@ script_name="run-client"
 source "$here/lib.sh"
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-2}"; }
 
-port=""; agent="tower-ws"; outdir="$here/out/client"; cases=(); excludes=(); check_args=()
-timeout_s=900; venv="${AUTOBAHN_VENV:-$here/.venv}"
+port=""; agent="tower-ws"; outdir="$here/out/client"; cases=(); excludes=()
+timeout_s=1800; venv="${AUTOBAHN_VENV:-$here/.venv}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --port) port="$2"; shift 2 ;;
@@ -39,7 +38,6 @@ while [[ $# -gt 0 ]]; do
     --out) outdir="$2"; shift 2 ;;
     --cases) cases+=("$2"); shift 2 ;;
     --exclude) excludes+=("$2"); shift 2 ;;
-    --allow-unimplemented-deflate) check_args+=("$1"); shift ;;
     --timeout) timeout_s="$2"; shift 2 ;;
     --venv) venv="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
@@ -110,5 +108,5 @@ fi
 
 rc=0
 "$(host_python)" "$here/check.py" "$outdir/reports" --agent "$agent" --label client \
-  ${expected:+--expect-cases "$expected"} --timings "${check_args[@]+"${check_args[@]}"}" || rc=$?
+  ${expected:+--expect-cases "$expected"} --timings || rc=$?
 exit "$rc"

@@ -15,8 +15,7 @@
 #                     wstest.log, server.log, reports/ (wiped first)
 #   --cases GLOB      cases to run (repeatable; default '*')
 #   --exclude GLOB    cases to leave out (repeatable)
-#   --allow-unimplemented-deflate   passed to check.py: 12.* and 13.* may be UNIMPLEMENTED
-#   --timeout SECS    limit for the whole wstest run (default 900)
+#   --timeout SECS    limit for the whole wstest run (default 1800)
 #   --venv DIR        virtualenv made by install.sh (default $AUTOBAHN_VENV or autobahn/.venv)
 # Exit status: check.py's (0 pass, 1 failing cases, 2 incomplete report), or 3 when the server
 # did not start, died during the run, or wstest failed or timed out.
@@ -28,8 +27,8 @@ script_name="run-server"
 source "$here/lib.sh"
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-2}"; }
 
-port=""; agent="tower-ws"; outdir="$here/out/server"; cases=(); excludes=(); check_args=()
-timeout_s=900; venv="${AUTOBAHN_VENV:-$here/.venv}"
+port=""; agent="tower-ws"; outdir="$here/out/server"; cases=(); excludes=()
+timeout_s=1800; venv="${AUTOBAHN_VENV:-$here/.venv}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --port) port="$2"; shift 2 ;;
@@ -37,7 +36,6 @@ while [[ $# -gt 0 ]]; do
     --out) outdir="$2"; shift 2 ;;
     --cases) cases+=("$2"); shift 2 ;;
     --exclude) excludes+=("$2"); shift 2 ;;
-    --allow-unimplemented-deflate) check_args+=("$1"); shift ;;
     --timeout) timeout_s="$2"; shift 2 ;;
     --venv) venv="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
@@ -105,5 +103,5 @@ expected="$(announced_cases "$wlog")"
 [[ -n "$expected" ]] || { log "no case count in $wlog"; exit 3; }
 rc=0
 "$(host_python)" "$here/check.py" "$outdir/reports" --agent "$agent" --label server \
-  --expect-cases "$expected" --timings "${check_args[@]+"${check_args[@]}"}" || rc=$?
+  --expect-cases "$expected" --timings || rc=$?
 exit "$rc"

@@ -1,7 +1,7 @@
 //! The Autobahn|Testsuite client loop: the client under test for `wstest -m fuzzingserver`.
 //!
 //! ```sh
-//! cargo run --release --features client --example autobahn_client -- [URL] [AGENT]
+//! cargo run --release --features client,deflate --example autobahn_client -- [URL] [AGENT]
 //! ```
 //!
 //! URL defaults to `ws://127.0.0.1:9001` and AGENT to `tower-ws`. The loop asks the fuzzing
@@ -10,6 +10,9 @@
 //! to write its reports (`/updateReports?agent=A`). `autobahn/run-client.sh` runs it.
 //!
 //! The default [`Config`] already takes the suite's largest messages (16 MiB in cases 9.*).
+//! permessage-deflate is offered with the default settings (`client_max_window_bits` without a
+//! value, so the server may limit our window, as cases 13.3 to 13.6 do) and a threshold of 0,
+//! so that every message the client echoes is compressed.
 //! Protocol errors the fuzzer provokes end a case (the engine fails the connection with the
 //! right close code); they are expected and only logged. The exit status is non-zero when the
 //! server cannot be reached for the case count or the report, or when a case's connection
@@ -18,7 +21,7 @@
 use std::error::Error;
 use std::time::Instant;
 
-use tower_ws::{ClientBuilder, Config, Message};
+use tower_ws::{ClientBuilder, Config, DeflateConfig, Message};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -29,7 +32,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let url = url.trim_end_matches('/').to_owned();
     let agent = args.next().unwrap_or_else(|| "tower-ws".to_owned());
     let agent_q = percent_encode(&agent);
-    let client = ClientBuilder::new().config(Config::default());
+    let client = ClientBuilder::new()
+        .config(Config::default().deflate(DeflateConfig::default().threshold(0)));
 
     let count = case_count(&client, &url).await?;
     eprintln!("autobahn_client: {count} cases, agent {agent:?}");

@@ -2,11 +2,16 @@
 //! binary message, on any path, through hyper and the layer like every other example.
 //!
 //! ```sh
-//! cargo run --release --example autobahn_server            # 127.0.0.1:9001
+//! cargo run --release --features deflate --example autobahn_server     # 127.0.0.1:9001
 //! ```
 //!
 //! Limits: Autobahn's largest messages (cases 9.*) are 16 MiB; the limits here leave room
 //! above that. Origins are not checked: the suite is not a browser.
+//!
+//! permessage-deflate is on with the default settings, which accept every offer of cases 12.*
+//! and 13.* (window bits 9 and 15, with and without context takeover, several offers at once).
+//! The threshold is 0: every message is compressed, even the short ones the default (64 bytes)
+//! would send as they are, so that no case leaves a path of the codec untried.
 
 use std::net::SocketAddr;
 
@@ -15,7 +20,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_ws::{AllowOrigin, Config, Session, UpgradeLayer, handler_fn};
+use tower_ws::{AllowOrigin, Config, DeflateConfig, Session, UpgradeLayer, handler_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -31,7 +36,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .parse()?;
     let config = Config::default()
         .max_message_size(64 << 20)
-        .max_frame_size(64 << 20);
+        .max_frame_size(64 << 20)
+        .deflate(DeflateConfig::default().threshold(0));
     let echo = handler_fn(|Session { mut socket, .. }| async move {
         // Only the socket is kept: the request head is freed at once, so an idle session
         // costs a little under 2 KiB.

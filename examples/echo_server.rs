@@ -3,9 +3,17 @@
 //! WebSocket sessions over extended CONNECT).
 //!
 //! ```sh
-//! cargo run --example echo_server            # http://127.0.0.1:3000
+//! cargo run --example echo_server                       # http://127.0.0.1:3000
 //! cargo run --example echo_server 0.0.0.0:8080
+//! cargo run --features deflate --example echo_server    # with permessage-deflate
 //! ```
+//!
+//! With the `deflate` feature, permessage-deflate is on: browsers offer it on every connection.
+//! Each session logs what it negotiated, and the page shows what the browser agreed to
+//! (`WebSocket.extensions`). On load the page sends a greeting, a 3 KB JSON text and a 4 KiB
+//! binary message, and says `echo ok` once all three came back unchanged; `tests/interop/browser.sh`
+//! checks exactly that with headless Chromium. `ECHO_DEFLATE=frugal` swaps the default settings
+//! for the cheapest ones: no context takeover either way and small windows.
 //!
 //! `RUST_LOG=tower_ws=debug` shows each session's span and events. Ctrl-C shuts down
 //! gracefully: HTTP connections finish, and open sockets get a 1001 close.
@@ -35,7 +43,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_ws::{Session, UpgradeLayer, handler_fn};
+use tower_ws::{Config, Session, UpgradeLayer, handler_fn};
 use tracing_subscriber::EnvFilter;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,6 +59,32 @@ fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> R
     response
 }
 
+/// Echoes every text and binary message until the client closes.
+async fn echo(
+    Session {
+        mut socket,
+        handshake,
+        ..
+    }: Session,
+) -> Result<(), tower_ws::Error> {
+    let agent = handshake.headers().get(header::USER_AGENT);
+    #[cfg(feature = "deflate")]
+    tracing::info!(deflate = ?handshake.deflate(), ?agent, "session open");
+    #[cfg(not(feature = "deflate"))]
+    tracing::info!(?agent, "session open");
+    // Only the socket is kept: the request head is freed here, so an idle session costs a little
+    // under 2 KiB (and, once compressed messages have gone both ways, the zlib state that
+    // context takeover keeps: see `DeflateConfig`).
+    drop(handshake);
+    while let Some(message) = socket.recv().await {
+        let message = message?;
+        if message.is_text() || message.is_binary() {
+            socket.send(message).await?;
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
@@ -63,20 +97,17 @@ async fn main() -> Result<(), BoxError> {
         .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
         .parse()?;
 
-    // Echoes every text and binary message until the client closes.
-    let echo = handler_fn(|Session { mut socket, .. }| async move {
-        // Only the socket is kept: the request head is freed at once, so an idle session
-        // costs a little under 2 KiB.
-        while let Some(message) = socket.recv().await {
-            let message = message?;
-            if message.is_text() || message.is_binary() {
-                socket.send(message).await?;
-            }
-        }
-        Ok::<_, tower_ws::Error>(())
-    });
+    let echo = handler_fn(echo);
     // `/ws`: the layer answers handshakes; anything else sent there is told to upgrade.
-    let websocket = UpgradeLayer::new(echo);
+    let config = Config::default();
+    #[cfg(feature = "deflate")]
+    let config = config.deflate(match std::env::var("ECHO_DEFLATE").as_deref() {
+        Ok("frugal") => tower_ws::DeflateConfig::low_memory()
+            .server_max_window_bits(11)
+            .client_max_window_bits(10),
+        _ => tower_ws::DeflateConfig::default(),
+    });
+    let websocket = UpgradeLayer::new(echo).config(config);
     let sessions = websocket.shutdown_handle();
     let ws = ServiceBuilder::new()
         .map_response(|response: Response<_>| response.map(BodyExt::boxed))
@@ -198,14 +229,40 @@ const PAGE: &str = r#"<!doctype html>
 <h1>tower-ws echo</h1>
 <form id="form"><input id="text" autocomplete="off" value="hello"> <button>Send</button></form>
 <p id="state">connecting…</p>
+<p id="check">checking the echo…</p>
 <div id="log"></div>
 <script>
   const log = (line) => { document.getElementById("log").textContent += line + "\n"; };
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  socket.binaryType = "arraybuffer";
   const state = document.getElementById("state");
-  socket.onopen = () => { state.textContent = "connected"; socket.send("hello from the page"); };
-  socket.onmessage = (event) => log("echo: " + event.data);
+  // What the page sends on open, and must get back unchanged, in order.
+  const json = JSON.stringify(Array.from({ length: 60 }, (_, i) =>
+    ({ id: i, user: "user" + (i % 7), text: "hello again", ok: i % 3 === 0 })));
+  const bytes = new Uint8Array(4096).map((_, i) => (i * 7) % 251);
+  const expected = ["hello from the page", json, bytes];
+  const same = (got, want) => typeof want === "string" ? got === want
+    : got instanceof ArrayBuffer && new Uint8Array(got).every((b, i) => b === want[i])
+      && got.byteLength === want.length;
+  socket.onopen = () => {
+    state.textContent = `connected, extensions: ${socket.extensions || "none"}`;
+    expected.forEach((message) => socket.send(message));
+  };
+  socket.onmessage = (event) => {
+    if (expected.length > 0) {
+      const want = expected.shift();
+      const check = document.getElementById("check");
+      if (!same(event.data, want)) {
+        check.textContent = "echo differs";
+        expected.length = 0;
+      } else if (expected.length === 0) {
+        check.textContent = `echo ok, extensions: ${socket.extensions || "none"}`;
+      }
+      if (typeof want !== "string" || want.length > 100) return;
+    }
+    log("echo: " + event.data);
+  };
   socket.onclose = (event) => { state.textContent = `closed (${event.code})`; };
   document.getElementById("form").onsubmit = (event) => {
     event.preventDefault();
