@@ -1,0 +1,121 @@
+"""Load a page in headless Chromium and wait, in real time, until its `#check` paragraph settles.
+
+    python3 tests/interop/browser.py URL PROFILE_DIR [TIMEOUT_SECONDS]
+
+Prints the paragraph's final text on stdout (or `timeout: <last text>`), Chromium's own output goes
+to stderr. Chromium is driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
+JSON messages separated by NUL bytes, commands on fd 3, replies on fd 4), so only the standard
+library is needed.
+
+Why not `--dump-dom --virtual-time-budget`: virtual time does not wait for WebSocket traffic, so on
+a loaded machine the DOM was sometimes dumped before the echo came back.
+"""
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+
+PENDING = "checking the echo…"
+
+
+class DevTools:
+    def __init__(self, to_browser, from_browser):
+        self.to_browser = to_browser
+        self.from_browser = from_browser
+        self.buffer = b""
+        self.next_id = 0
+
+    def call(self, method, params=None, session=None, deadline=None):
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self.to_browser, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._read(deadline)
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+
+    def _read(self, deadline):
+        while b"\0" not in self.buffer:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("Chromium did not answer in time")
+            chunk = os.read(self.from_browser, 65536)
+            if not chunk:
+                raise EOFError("Chromium closed the DevTools pipe")
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+
+def main():
+    url, profile = sys.argv[1], sys.argv[2]
+    timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 30.0
+    # fd 3 is what Chromium reads commands from, fd 4 what it writes replies to.
+    commands_read, commands_write = os.pipe()
+    replies_read, replies_write = os.pipe()
+    # Copies above 4, so that moving them onto 3 and 4 in the child cannot clobber one another.
+    child_read = fcntl.fcntl(commands_read, fcntl.F_DUPFD, 10)
+    child_write = fcntl.fcntl(replies_write, fcntl.F_DUPFD, 10)
+    for fd in (commands_read, replies_write):
+        os.close(fd)
+
+    def wire_fds():
+        os.dup2(child_read, 3)
+        os.dup2(child_write, 4)
+
+    browser = subprocess.Popen(
+        [
+            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-pipe",
+            "about:blank",
+        ],
+        stdout=sys.stderr,
+        preexec_fn=wire_fds,
+        # Kept open through exec: subprocess closes the others after `wire_fds` has run.
+        pass_fds=(3, 4, child_read, child_write),
+    )
+    os.close(child_read)
+    os.close(child_write)
+    devtools = DevTools(commands_write, replies_read)
+    deadline = time.monotonic() + timeout
+    text = None
+    try:
+        target = devtools.call("Target.createTarget", {"url": url}, deadline=deadline)
+        session = devtools.call(
+            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True},
+            deadline=deadline,
+        )["sessionId"]
+        expression = "(document.getElementById('check') || {}).textContent || null"
+        while time.monotonic() < deadline:
+            result = devtools.call(
+                "Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                session=session, deadline=deadline,
+            )
+            text = result.get("result", {}).get("value")
+            if text and text != PENDING:
+                print(text)
+                return 0
+            time.sleep(0.1)
+        print(f"timeout: {text}")
+        return 1
+    finally:
+        try:
+            devtools.call("Browser.close", deadline=time.monotonic() + 5)
+        except Exception:
+            pass
+        try:
+            browser.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            browser.kill()
+            browser.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
