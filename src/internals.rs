@@ -144,8 +144,8 @@ impl Encoder {
         self
     }
 
-    /// Encodes `message` as one frame. Control payloads are not checked against the 125-byte
-    /// limit here, as `send` does.
+    /// Encodes `message` as one frame. Unlike `send`, it does not check control payloads
+    /// against the 125-byte limit.
     pub fn encode(&mut self, message: &Message) -> Vec<u8> {
         let (opcode, payload) = match message {
             Message::Text(text) => (proto::OpCode::Text, text.clone().into_bytes()),
