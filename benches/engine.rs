@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tower_ws::bench_api;
+use tower_ws::internals;
 
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
@@ -17,13 +17,13 @@ fn masking(c: &mut Criterion) {
         let mut buf = vec![0x5a_u8; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("dispatch", size), &size, |b, _| {
-            b.iter(|| bench_api::mask(black_box(&mut buf), KEY));
+            b.iter(|| internals::mask(black_box(&mut buf), KEY));
         });
         group.bench_with_input(BenchmarkId::new("portable", size), &size, |b, _| {
-            b.iter(|| bench_api::mask_portable(black_box(&mut buf), KEY));
+            b.iter(|| internals::mask_portable(black_box(&mut buf), KEY));
         });
         group.bench_with_input(BenchmarkId::new("bytewise", size), &size, |b, _| {
-            b.iter(|| bench_api::mask_bytewise(black_box(&mut buf), KEY));
+            b.iter(|| internals::mask_bytewise(black_box(&mut buf), KEY));
         });
     }
     group.finish();
@@ -57,7 +57,7 @@ fn decoding(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(format!("{count}_frames"), size), |b| {
             b.iter_batched(
                 || BytesMut::from(&bytes[..]),
-                |w| assert_eq!(bench_api::decode_all(w), count),
+                |w| assert_eq!(internals::decode_all(w), count),
                 criterion::BatchSize::LargeInput,
             );
         });
@@ -73,14 +73,14 @@ fn utf8(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function(BenchmarkId::new(name, "whole"), |b| {
             b.iter(|| {
-                assert!(bench_api::utf8_in_pieces(
+                assert!(internals::utf8_in_pieces(
                     black_box(text.as_bytes()),
                     usize::MAX
                 ));
             });
         });
         group.bench_function(BenchmarkId::new(name, "4k_pieces"), |b| {
-            b.iter(|| assert!(bench_api::utf8_in_pieces(black_box(text.as_bytes()), 4093)));
+            b.iter(|| assert!(internals::utf8_in_pieces(black_box(text.as_bytes()), 4093)));
         });
         group.bench_function(BenchmarkId::new(name, "std"), |b| {
             b.iter(|| assert!(std::str::from_utf8(black_box(text.as_bytes())).is_ok()));

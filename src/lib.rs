@@ -118,7 +118,7 @@ mod upgrade;
 mod proto;
 
 #[doc(hidden)]
-pub mod bench_api;
+pub mod internals;
 
 pub use body::ResponseBody;
 #[cfg(feature = "client")]

@@ -208,7 +208,11 @@ fn request(target: &Target, builder: &ClientBuilder, key: &HeaderValue) -> Reque
 
 /// Checks a 101 answer's headers (RFC 6455 section 4.1, the client's checks 2 to 6); on
 /// failure, names the check.
-fn check(headers: &HeaderMap, key: &HeaderValue, offered: &[Box<str>]) -> Result<(), &'static str> {
+pub(crate) fn check(
+    headers: &HeaderMap,
+    key: &HeaderValue,
+    offered: &[Box<str>],
+) -> Result<(), &'static str> {
     let mut upgrade = tokens(headers, &header::UPGRADE);
     if !(upgrade
         .next()
@@ -239,9 +243,9 @@ fn check(headers: &HeaderMap, key: &HeaderValue, offered: &[Box<str>]) -> Result
 
 /// What the server's `Sec-WebSocket-Extensions` answer turned on.
 #[derive(Debug, Default)]
-struct Negotiated {
+pub(crate) struct Negotiated {
     #[cfg(feature = "deflate")]
-    deflate: Option<crate::proto::DeflateParams>,
+    pub(crate) deflate: Option<crate::proto::DeflateParams>,
 }
 
 impl Negotiated {
@@ -261,7 +265,7 @@ impl Negotiated {
 
 /// Checks the server's `Sec-WebSocket-Extensions` against what we offered (RFC 6455 section
 /// 4.1, check 5): permessage-deflate if the config asks for it, nothing otherwise.
-fn extensions(headers: &HeaderMap, config: &Config) -> Result<Negotiated, &'static str> {
+pub(crate) fn extensions(headers: &HeaderMap, config: &Config) -> Result<Negotiated, &'static str> {
     #[cfg(feature = "deflate")]
     if let Some(deflate) = config.get_deflate() {
         use crate::handshake::deflate::{AnswerError, check_answer};

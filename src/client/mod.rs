@@ -60,5 +60,6 @@ mod rejected;
 mod tls;
 
 pub use builder::ClientBuilder;
+pub(crate) use handshake::{check as check_answer, extensions as check_extensions};
 pub use io::ClientIo;
 pub use rejected::HandshakeRejected;

@@ -243,6 +243,10 @@ pub(crate) struct Codec {
     /// Kept only while context carries over between messages.
     compressor: Option<Box<Compress>>,
     decompressor: Option<Box<Decompress>>,
+    /// The message being inflated reached a final DEFLATE block (BFINAL set): the peer's stream
+    /// has ended. What may follow in the message is the one-byte padding RFC 7692 section
+    /// 7.2.3.4 shows (the count of bytes seen so far after the block).
+    after_final: Option<usize>,
 }
 
 impl Codec {
@@ -266,6 +270,7 @@ impl Codec {
             incoming,
             compressor: None,
             decompressor: None,
+            after_final: None,
         }
     }
 
@@ -317,11 +322,16 @@ impl Codec {
 
     /// Inflates one frame's worth of a compressed message into `out`.
     ///
+    /// A final DEFLATE block (BFINAL set, which RFC 7692 section 7.2.3.4 lets a sender use to
+    /// end a message) ends the peer's stream: the rest of the message may only be the one-byte
+    /// padding the RFC shows, and the next message starts a new stream.
+    ///
     /// # Errors
     ///
     /// [`ProtocolError::MessageTooLarge`] as soon as the output would pass `limit` (it never
     /// holds more than `limit + 1` bytes), [`ProtocolError::InvalidCompressedData`] for a
-    /// stream zlib rejects. The connection fails either way, so the decompressor is dropped.
+    /// stream zlib rejects or bytes after a final block. The connection fails either way, so the
+    /// decompressor is dropped.
     pub(crate) fn inflate(
         &mut self,
         input: &[u8],
@@ -331,20 +341,41 @@ impl Codec {
         if input.is_empty() {
             return Ok(());
         }
+        if self.after_final.is_some() {
+            return self.after_final_block(input);
+        }
         let bits = self.incoming.window_bits;
         let decompressor = self
             .decompressor
             .get_or_insert_with(|| spare_decompressor(bits));
-        let result = inflate_all(decompressor, input, out, limit);
-        if result.is_err() {
-            self.decompressor = None;
+        match inflate_all(decompressor, input, out, limit) {
+            Ok(Inflated::All) => Ok(()),
+            Ok(Inflated::StreamEnd { consumed }) => {
+                self.after_final = Some(0);
+                self.after_final_block(input.get(consumed..).unwrap_or_default())
+            }
+            Err(e) => {
+                self.decompressor = None;
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// Takes bytes of a message that follow its final block: at most one byte, a zero.
+    fn after_final_block(&mut self, rest: &[u8]) -> Result<(), ProtocolError> {
+        let seen = self.after_final.unwrap_or_default() + rest.len();
+        self.after_final = Some(seen);
+        if seen > 1 || rest.iter().any(|&b| b != 0) {
+            self.decompressor = None;
+            return Err(ProtocolError::InvalidCompressedData);
+        }
+        Ok(())
     }
 
     /// Ends a compressed message: inflates the RFC 7692 trailer (unless the message carried no
-    /// compressed bytes at all, which leaves the peer's compressor where it was), then lets go
-    /// of the decompressor if the peer does not keep context.
+    /// compressed bytes at all, which leaves the peer's compressor where it was, or ended the
+    /// peer's stream with a final block), then lets go of the decompressor if the peer does not
+    /// keep context or its stream has ended.
     ///
     /// # Errors
     ///
@@ -355,12 +386,13 @@ impl Codec {
         limit: usize,
         had_input: bool,
     ) -> Result<(), ProtocolError> {
-        let result = if had_input {
+        let ended = self.after_final.take().is_some();
+        let result = if had_input && !ended {
             self.inflate(&TRAILER, out, limit)
         } else {
             Ok(())
         };
-        if self.incoming.no_context_takeover
+        if (self.incoming.no_context_takeover || ended)
             && let Some(mut decompressor) = self.decompressor.take()
         {
             decompressor.reset(false);
@@ -370,13 +402,21 @@ impl Codec {
     }
 }
 
+/// How far [`inflate_all`] got.
+enum Inflated {
+    /// Every input byte was used.
+    All,
+    /// A final block ended the stream after `consumed` input bytes.
+    StreamEnd { consumed: usize },
+}
+
 /// Runs `input` through the decompressor, growing `out` as needed but never past `limit + 1`.
 fn inflate_all(
     decompressor: &mut Decompress,
     input: &[u8],
     out: &mut Vec<u8>,
     limit: usize,
-) -> Result<(), ProtocolError> {
+) -> Result<Inflated, ProtocolError> {
     let mut consumed = 0;
     loop {
         if out.len() == out.capacity() {
@@ -402,10 +442,8 @@ fn inflate_all(
         let made_output = out.len() > out_before;
         let has_room = out.len() < out.capacity();
         match status {
-            // A final block ends the stream; whatever follows it is reported by zlib when the
-            // next message arrives.
-            Status::StreamEnd => return Ok(()),
-            _ if consumed >= input.len() && has_room => return Ok(()),
+            Status::StreamEnd => return Ok(Inflated::StreamEnd { consumed }),
+            _ if consumed >= input.len() && has_room => return Ok(Inflated::All),
             // Neither input taken nor output made, with room to spare: the stream is stuck.
             _ if !took_input && !made_output && has_room => {
                 return Err(ProtocolError::InvalidCompressedData);
@@ -589,6 +627,62 @@ mod tests {
         server.inflate(b, &mut out, usize::MAX).unwrap();
         server.end_message(&mut out, usize::MAX, true).unwrap();
         assert_eq!(out, message.as_bytes());
+    }
+
+    /// `data` compressed as one stream ended by a final block (BFINAL set), as a sender without
+    /// a sync flush makes it (RFC 7692 section 7.2.3.4).
+    fn finished(data: &[u8]) -> Vec<u8> {
+        let mut compressor = Compress::new(Compression::new(6), false);
+        let mut out = Vec::with_capacity(data.len() + 64);
+        compressor
+            .compress_vec(data, &mut out, FlushCompress::Finish)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_final_block_ends_the_peers_stream_and_the_next_message_starts_a_new_one() {
+        let (_, mut server) = pair(DeflateParams::default());
+        // The RFC's own example: "Hello" in a final block, then the one-byte padding.
+        let rfc = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+        assert_eq!(receive(&mut server, &rfc, usize::MAX).unwrap(), b"Hello");
+        // Found by the deflate_inflate fuzz target: with context takeover, every message after a
+        // final block used to inflate to nothing and be delivered empty.
+        for message in [&b"next"[..], b"and the one after"] {
+            assert_eq!(
+                receive(&mut server, &finished(message), usize::MAX).unwrap(),
+                message
+            );
+        }
+        // A peer that goes back to sync flushes starts from a fresh window too.
+        let (mut fresh_client, _) = pair(DeflateParams::default());
+        let compressed = fresh_client.compress(b"sync flushed again");
+        assert_eq!(
+            receive(&mut server, &compressed, usize::MAX).unwrap(),
+            b"sync flushed again"
+        );
+    }
+
+    #[test]
+    fn bytes_after_a_final_block_are_invalid_compressed_data() {
+        let mut garbage = finished(b"Hello");
+        garbage.extend_from_slice(b"ignored?");
+        let (_, mut server) = pair(DeflateParams::default());
+        assert_eq!(
+            receive(&mut server, &garbage, usize::MAX),
+            Err(ProtocolError::InvalidCompressedData)
+        );
+        // Split across frames, the padding counts over the whole message.
+        let (_, mut server) = pair(DeflateParams::default());
+        let mut out = Vec::new();
+        server
+            .inflate(&finished(b"Hello"), &mut out, usize::MAX)
+            .unwrap();
+        server.inflate(&[0], &mut out, usize::MAX).unwrap();
+        assert_eq!(
+            server.inflate(&[0], &mut out, usize::MAX),
+            Err(ProtocolError::InvalidCompressedData)
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod deflate;
 #[path = "deflate_off.rs"]
 mod deflate;
 mod frame;
+pub(crate) mod internals;
 mod mask;
 mod message;
 mod pool;
@@ -36,32 +37,6 @@ mod socket;
 mod split;
 mod utf8;
 mod write;
-
-/// Internals the benchmarks reach through [`crate::bench_api`].
-pub(crate) mod internals {
-    use bytes::BytesMut;
-
-    pub(crate) use super::mask::{apply_mask, apply_mask_bytewise, apply_mask_portable};
-
-    pub(crate) fn decode_all(wire: BytesMut) -> usize {
-        let rules = super::frame::HeaderRules {
-            expect_masked: true,
-            allowed_rsv: 0,
-            max_frame_size: u64::MAX,
-        };
-        let mut reader = super::read::Reader::with_buffered(wire);
-        let mut messages = 0;
-        while let Ok(Some(_)) = reader.next_event(&rules, usize::MAX, None) {
-            messages += 1;
-        }
-        messages
-    }
-
-    pub(crate) fn utf8_in_pieces(text: &[u8], piece: usize) -> bool {
-        let mut v = super::utf8::Utf8Validator::default();
-        text.chunks(piece.max(1)).all(|c| v.feed(c).is_ok()) && v.finish().is_ok()
-    }
-}
 
 pub use close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 pub use closer::Closer;

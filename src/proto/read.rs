@@ -66,6 +66,12 @@ impl Reader {
         }
     }
 
+    /// Appends bytes read from the transport (for callers that read without
+    /// [`poll_fill`](Self::poll_fill): the fuzz targets and their corpus replay).
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Takes the next event out of the buffered bytes, or `Ok(None)` if more bytes are needed.
     ///
     /// # Errors
