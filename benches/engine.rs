@@ -13,7 +13,7 @@ const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 fn masking(c: &mut Criterion) {
     let mut group = c.benchmark_group("mask");
-    for size in [64_usize, 1024, 16 << 10, 1 << 20] {
+    for size in [64_usize, 256, 512, 1024, 16 << 10, 1 << 20] {
         let mut buf = vec![0x5a_u8; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("dispatch", size), &size, |b, _| {
