@@ -10,7 +10,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use flate2::{Decompress, FlushDecompress, Status};
-use tower_ws::internals::{Decoder, DeflateCodec};
+use tower_ws::internals::DeflateCodec;
 use tower_ws::{CloseCode, CloseFrame, DeflateConfig, Message, ProtocolError, Role, Utf8Bytes};
 
 use super::wire::{End, Limits, Params, drive, frame, is_utf8_prefix, peer};
@@ -488,13 +488,7 @@ pub fn assemble(data: &[u8]) {
         .collect();
 
     let max_message_size = input.limits.max_message_size();
-    let decoder = || {
-        let decoder = Decoder::new(role, input.limits.max_frame_size(), max_message_size);
-        match params {
-            Some(params) => decoder.with_deflate(params),
-            None => decoder,
-        }
-    };
+    let decoder = || input.limits.decoder(role, params);
     let whole = drive(&mut decoder(), &wire, &[]);
     let pieces = if input.pieces.is_empty() {
         &[0][..]

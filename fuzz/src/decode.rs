@@ -48,13 +48,7 @@ fn decode(data: &[u8], role: Role) {
     };
     let params = input.deflate.map(Params::get);
     let max_message_size = input.limits.max_message_size();
-    let decoder = || {
-        let decoder = Decoder::new(role, input.limits.max_frame_size(), max_message_size);
-        match params {
-            Some(params) => decoder.with_deflate(params),
-            None => decoder,
-        }
-    };
+    let decoder = || input.limits.decoder(role, params);
     let whole = drive(&mut decoder(), &input.wire, &[]);
     let pieces = if input.pieces.is_empty() {
         &[0][..]

@@ -137,6 +137,15 @@ impl Limits {
         const CHOICES: [usize; 9] = [0, 1, 2, 125, 1000, 4096, 65_536, 16 << 20, usize::MAX];
         CHOICES[usize::from(self.message) % CHOICES.len()]
     }
+
+    /// A fresh decoder for `role` with these limits, inflating with `params` when given.
+    pub(crate) fn decoder(self, role: Role, params: Option<DeflateParams>) -> Decoder {
+        let decoder = Decoder::new(role, self.max_frame_size(), self.max_message_size());
+        match params {
+            Some(params) => decoder.with_deflate(params),
+            None => decoder,
+        }
+    }
 }
 
 /// permessage-deflate parameters as a handshake could agree on them (windows 8 to 15).
