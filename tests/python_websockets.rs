@@ -404,7 +404,7 @@ async fn our_client_against_a_python_server() {
     ];
     // A server that limits our window to 8 bits, which zlib cannot compress with: the
     // handshake fails rather than risk distances the peer's window does not hold.
-    let peer = PythonServer::start(&python, &json!({"client_max_window_bits": 8})).await;
+    let mut peer = PythonServer::start(&python, &json!({"client_max_window_bits": 8})).await;
     let refused = within(
         10,
         ClientBuilder::new()
@@ -413,6 +413,10 @@ async fn our_client_against_a_python_server() {
     )
     .await;
     assert!(refused.is_err(), "a client window of 8 bits was accepted");
+    // The server completed its handshake; ours failed the connection by closing TCP, without a
+    // close frame (RFC 6455 4.1: the connection was never established on our side).
+    peer.next_report().await;
+    assert_eq!(peer.next_report().await["close_code"], json!(1006));
     peer.stop().await;
     for (server, client, expected) in cases {
         let what = format!("websockets server {server} / client {client:?}");
@@ -450,6 +454,12 @@ async fn our_client_against_a_python_server() {
             );
         }
         within(10, ws.close(CloseCode::NORMAL, "")).await.unwrap();
+        let closed = peer.next_report().await;
+        assert_eq!(
+            closed["close_code"],
+            json!(1000),
+            "{what}: how websockets saw the close"
+        );
         peer.stop().await;
         assert_wire(&what, &counts, payload, expected.is_some());
     }
