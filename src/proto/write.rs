@@ -2,9 +2,9 @@
 //!
 //! A frame queued alone (the common case: one reply, written at once) is written straight from
 //! its header and payload, with no buffer borrowed: joined on the stack into one plain write when
-//! it is small, otherwise a vectored write of header and payload, the payload never copied. When more frames queue
-//! up, headers and small payloads are copied into one buffer, so a burst of small frames leaves in
-//! one write. A large payload stays in its own `Bytes` and goes out in a vectored write beside
+//! it is small, otherwise a vectored write of header and payload, the payload never copied. When
+//! more frames queue up, headers and small payloads are copied into one buffer, so a burst of
+//! small frames leaves in one write. A large payload stays in its own `Bytes` and goes out in a vectored write beside
 //! the headers around it, never copied. The queue is always a sequence of whole frames: a partial
 //! write leaves the rest of the frame at its front, so a frame queued later (a pong, a close) can
 //! never split another one.
