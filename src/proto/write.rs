@@ -374,6 +374,17 @@ mod tests {
         vectored: bool,
     }
 
+    impl Chunked {
+        fn new(limit: usize, vectored: bool) -> Self {
+            Self {
+                out: Vec::new(),
+                limit,
+                calls: 0,
+                vectored,
+            }
+        }
+    }
+
     impl AsyncWrite for Chunked {
         fn poll_write(
             mut self: Pin<&mut Self>,
@@ -444,12 +455,7 @@ mod tests {
         for (op, p) in &frames {
             q.push(*op, true, 0, Bytes::from(p.clone()), None);
         }
-        let mut w = Chunked {
-            out: Vec::new(),
-            limit: usize::MAX,
-            calls: 0,
-            vectored: true,
-        };
+        let mut w = Chunked::new(usize::MAX, true);
         flush_all(&mut q, &mut w);
         assert_eq!(w.calls, 1);
         assert_eq!(w.out, expected_wire(&frames));
@@ -472,12 +478,7 @@ mod tests {
                 for (op, p) in &frames {
                     q.push(*op, true, 0, Bytes::from(p.clone()), None);
                 }
-                let mut w = Chunked {
-                    out: Vec::new(),
-                    limit,
-                    calls: 0,
-                    vectored,
-                };
+                let mut w = Chunked::new(limit, vectored);
                 flush_all(&mut q, &mut w);
                 assert_eq!(
                     w.out,
@@ -508,12 +509,7 @@ mod tests {
                     let payload: Vec<u8> = (0..size).map(|i: usize| i.to_le_bytes()[0]).collect();
                     let mut q = WriteQueue::default();
                     q.push(OpCode::Binary, true, 0, Bytes::from(payload.clone()), None);
-                    let mut w = Chunked {
-                        out: Vec::new(),
-                        limit,
-                        calls: 0,
-                        vectored,
-                    };
+                    let mut w = Chunked::new(limit, vectored);
                     flush_all(&mut q, &mut w);
                     let what = format!("size {size} limit {limit} vectored {vectored}");
                     assert_eq!(w.out, expected_wire(&[(OpCode::Binary, payload)]), "{what}");
@@ -529,12 +525,7 @@ mod tests {
             let mut q = WriteQueue::default();
             q.push(OpCode::Text, true, 0, Bytes::from(vec![b'a'; size]), None);
             // Not vectored: a frame that is not joined goes out as header, then payload.
-            let mut w = Chunked {
-                out: Vec::new(),
-                limit: usize::MAX,
-                calls: 0,
-                vectored: false,
-            };
+            let mut w = Chunked::new(usize::MAX, false);
             flush_all(&mut q, &mut w);
             assert_eq!(w.calls, calls, "size {size}");
         }
@@ -544,12 +535,7 @@ mod tests {
     fn frames_queued_after_a_partial_write_follow_whole_frames() {
         let mut q = WriteQueue::default();
         q.push(OpCode::Binary, true, 0, Bytes::from(vec![9; 3000]), None);
-        let mut w = Chunked {
-            out: Vec::new(),
-            limit: 1000,
-            calls: 0,
-            vectored: true,
-        };
+        let mut w = Chunked::new(1000, true);
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let _ = q.poll_write_once(&mut w, &mut cx);
@@ -589,12 +575,7 @@ mod tests {
             keep[0], 0x55,
             "a payload someone else holds is never modified"
         );
-        let mut w = Chunked {
-            out: Vec::new(),
-            limit: usize::MAX,
-            calls: 0,
-            vectored: true,
-        };
+        let mut w = Chunked::new(usize::MAX, true);
         flush_all(&mut q, &mut w);
         // Both frames carry the same masked bytes.
         let frame_len = 4 + 4 + 4000;
@@ -611,12 +592,7 @@ mod tests {
             for cut in [1, 2, 4, 5, 100] {
                 let mut q = WriteQueue::default();
                 q.push(OpCode::Binary, true, 0, Bytes::from(vec![1; first]), None);
-                let mut w = Chunked {
-                    out: Vec::new(),
-                    limit: cut,
-                    calls: 0,
-                    vectored: true,
-                };
+                let mut w = Chunked::new(cut, true);
                 let waker = std::task::Waker::noop();
                 let mut cx = Context::from_waker(waker);
                 let _ = q.poll_write_once(&mut w, &mut cx);
