@@ -4,56 +4,14 @@
 
 mod support;
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use support::Rng;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use support::{Pieces, Rng};
 use tower_ws::{Config, Role, WebSocket};
 
 /// Counts live heap bytes and their peak, so the test can bound what an input costs.
 #[global_allocator]
 static ALLOCATOR: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
-
-/// Serves a byte string in random pieces, then end of stream; discards writes.
-struct Feed {
-    data: Vec<u8>,
-    pos: usize,
-    rng: Rng,
-}
-
-impl AsyncRead for Feed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let left = self.data.len() - self.pos;
-        let piece = (1 + self.rng.below(64)).min(left).min(buf.remaining());
-        let start = self.pos;
-        buf.put_slice(&self.data[start..start + piece]);
-        self.pos += piece;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Feed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
 
 /// Plausible-looking frames with random fields: reserved bits, opcodes, masks, lengths from
 /// tiny to absurd, truncated payloads, invalid UTF-8 and close codes.
@@ -87,11 +45,7 @@ fn frames(rng: &mut Rng) -> Vec<u8> {
 
 fn run_one(rt: &tokio::runtime::Runtime, role: Role, input: Vec<u8>, seed: u64) -> usize {
     let len = input.len();
-    let feed = Feed {
-        data: input,
-        pos: 0,
-        rng: Rng::new(seed),
-    };
+    let feed = Pieces::new(input, Rng::new(seed), 64);
     let config = Config::default().close_timeout(Duration::from_millis(10));
     let before = ALLOCATOR.current_usage();
     ALLOCATOR.reset_peak_usage();

@@ -8,7 +8,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use support::{Rng, client_frame};
+use support::{Pieces, Rng, client_frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_ws::{CloseCode, Config, Message, Role, WebSocket};
 
@@ -33,52 +33,6 @@ impl AsyncWrite for Collect {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.0.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// Serves `data` in random-sized pieces, sometimes answering `Pending` first; discards writes.
-struct Chunked {
-    data: Vec<u8>,
-    pos: usize,
-    rng: Rng,
-    max_piece: usize,
-}
-
-impl AsyncRead for Chunked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.rng.below(4) == 0 {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        let left = self.data.len() - self.pos;
-        let max_piece = self.max_piece;
-        let piece = (1 + self.rng.below(max_piece))
-            .min(left)
-            .min(buf.remaining());
-        let start = self.pos;
-        buf.put_slice(&self.data[start..start + piece]);
-        self.pos += piece;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Chunked {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -139,12 +93,12 @@ async fn write_sequence(rng: &mut Rng, count: usize, large: bool) -> (Vec<u8>, V
 }
 
 async fn read_through_chunks(seed: u64, wire: &[u8], max_piece: usize, expected: &[Message]) {
-    let io = Chunked {
-        data: wire.to_vec(),
-        pos: 0,
-        rng: Rng::new(seed * 31 + max_piece as u64),
-        max_piece: max_piece.min(wire.len().max(1)),
-    };
+    let io = Pieces::new(
+        wire.to_vec(),
+        Rng::new(seed * 31 + max_piece as u64),
+        max_piece.min(wire.len().max(1)),
+    )
+    .with_spurious_pending();
     let mut server = WebSocket::new(io, Role::Server, Config::default());
     let mut got = Vec::new();
     while let Some(item) = server.recv().await {

@@ -21,9 +21,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::ClientRequestBuilder;
@@ -239,6 +242,76 @@ impl Rng {
             s.push('.');
         }
         s
+    }
+}
+
+/// A transport that serves `data` in random pieces of 1 to `max_piece` bytes, optionally
+/// answering a spurious `Pending` (after waking itself) one read in four, then end of stream.
+/// Writes are discarded.
+#[derive(Debug)]
+pub struct Pieces {
+    data: Vec<u8>,
+    pos: usize,
+    rng: Rng,
+    max_piece: usize,
+    spurious_pending: bool,
+}
+
+impl Pieces {
+    /// Serves `data` in pieces of 1 to `max_piece` bytes chosen by `rng`.
+    pub fn new(data: Vec<u8>, rng: Rng, max_piece: usize) -> Self {
+        Self {
+            data,
+            pos: 0,
+            rng,
+            max_piece: max_piece.max(1),
+            spurious_pending: false,
+        }
+    }
+
+    /// Also answers `Pending` before one read in four, as a real socket may.
+    #[must_use]
+    pub fn with_spurious_pending(mut self) -> Self {
+        self.spurious_pending = true;
+        self
+    }
+}
+
+impl AsyncRead for Pieces {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.spurious_pending && self.rng.below(4) == 0 {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let left = self.data.len() - self.pos;
+        let max_piece = self.max_piece;
+        let piece = (1 + self.rng.below(max_piece))
+            .min(left)
+            .min(buf.remaining());
+        let start = self.pos;
+        buf.put_slice(&self.data[start..start + piece]);
+        self.pos += piece;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Pieces {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
