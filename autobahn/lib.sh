@@ -2,6 +2,32 @@
 
 log() { printf '%s: %s\n' "${script_name:-autobahn}" "$*" >&2; }
 
+# parse_options ROLE ARG...: the options both run-*.sh scripts take (their headers list them).
+# Sets port, agent, outdir, cases, excludes, timeout_s and venv, and target_cmd to the words after
+# the options: the server or client to run. Needs `here` and `usage` from the caller.
+parse_options() {
+  local role="$1"; shift
+  port=""; agent="tower-ws"; outdir="$here/out/$role"; cases=(); excludes=()
+  timeout_s=1800; venv="${AUTOBAHN_VENV:-$here/.venv}"
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --port) port="$2"; shift 2 ;;
+      --agent) agent="$2"; shift 2 ;;
+      --out) outdir="$2"; shift 2 ;;
+      --cases) cases+=("$2"); shift 2 ;;
+      --exclude) excludes+=("$2"); shift 2 ;;
+      --timeout) timeout_s="$2"; shift 2 ;;
+      --venv) venv="$2"; shift 2 ;;
+      -h|--help) usage 0 ;;
+      --) shift; break ;;
+      *) log "unknown option $1"; usage ;;
+    esac
+  done
+  [[ $# -ge 1 ]] || { log "no $role command given"; usage; }
+  [[ ${#cases[@]} -gt 0 ]] || cases=("*")
+  target_cmd=("$@")
+}
+
 # A Python 3 for the spec writer and the checker; the venv's 2.7 will do as well.
 host_python() {
   command -v python3 || echo "$venv/bin/python"

@@ -29,24 +29,7 @@ script_name="run-client"
 source "$here/lib.sh"
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-2}"; }
 
-port=""; agent="tower-ws"; outdir="$here/out/client"; cases=(); excludes=()
-timeout_s=1800; venv="${AUTOBAHN_VENV:-$here/.venv}"
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --port) port="$2"; shift 2 ;;
-    --agent) agent="$2"; shift 2 ;;
-    --out) outdir="$2"; shift 2 ;;
-    --cases) cases+=("$2"); shift 2 ;;
-    --exclude) excludes+=("$2"); shift 2 ;;
-    --timeout) timeout_s="$2"; shift 2 ;;
-    --venv) venv="$2"; shift 2 ;;
-    -h|--help) usage 0 ;;
-    --) shift; break ;;
-    *) log "unknown option $1"; usage ;;
-  esac
-done
-[[ $# -ge 1 ]] || { log "no client command given"; usage; }
-[[ ${#cases[@]} -gt 0 ]] || cases=("*")
+parse_options client "$@"
 wpy="$venv/bin/python"
 [[ -x "$wpy" && -x "$venv/bin/wstest" ]] || { log "no wstest in $venv; run autobahn/install.sh first"; exit 3; }
 [[ -n "$port" ]] || port="$(free_port)"
@@ -91,7 +74,7 @@ done
 expected="$(announced_cases "$wlog")"
 
 cmd=()
-for a in "$@"; do a="${a//\{url\}/$url}"; a="${a//\{agent\}/$agent}"; cmd+=("$a"); done
+for a in "${target_cmd[@]}"; do a="${a//\{url\}/$url}"; a="${a//\{agent\}/$agent}"; cmd+=("$a"); done
 log "client: ${cmd[*]} (log: $clog)"
 start=$SECONDS
 AUTOBAHN_URL="$url" AUTOBAHN_AGENT="$agent" timeout --kill-after=10 "$timeout_s" "${cmd[@]}" >"$clog" 2>&1 &

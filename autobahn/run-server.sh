@@ -27,24 +27,7 @@ script_name="run-server"
 source "$here/lib.sh"
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-2}"; }
 
-port=""; agent="tower-ws"; outdir="$here/out/server"; cases=(); excludes=()
-timeout_s=1800; venv="${AUTOBAHN_VENV:-$here/.venv}"
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --port) port="$2"; shift 2 ;;
-    --agent) agent="$2"; shift 2 ;;
-    --out) outdir="$2"; shift 2 ;;
-    --cases) cases+=("$2"); shift 2 ;;
-    --exclude) excludes+=("$2"); shift 2 ;;
-    --timeout) timeout_s="$2"; shift 2 ;;
-    --venv) venv="$2"; shift 2 ;;
-    -h|--help) usage 0 ;;
-    --) shift; break ;;
-    *) log "unknown option $1"; usage ;;
-  esac
-done
-[[ $# -ge 1 ]] || { log "no server command given"; usage; }
-[[ ${#cases[@]} -gt 0 ]] || cases=("*")
+parse_options server "$@"
 wstest="$venv/bin/wstest"
 [[ -x "$wstest" ]] || { log "no $wstest; run autobahn/install.sh first"; exit 3; }
 [[ -n "$port" ]] || port="$(free_port)"
@@ -68,7 +51,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 cmd=()
-for a in "$@"; do a="${a//\{addr\}/$addr}"; a="${a//\{port\}/$port}"; a="${a//\{url\}/$url}"; cmd+=("$a"); done
+for a in "${target_cmd[@]}"; do a="${a//\{addr\}/$addr}"; a="${a//\{port\}/$port}"; a="${a//\{url\}/$url}"; cmd+=("$a"); done
 log "server: ${cmd[*]} (log: $slog)"
 AUTOBAHN_ADDR="$addr" AUTOBAHN_PORT="$port" "${cmd[@]}" >"$slog" 2>&1 &
 spid=$!
