@@ -5,6 +5,8 @@ mod support;
 
 use std::time::Duration;
 
+use tokio::net::TcpStream;
+
 use futures_util::SinkExt;
 use support::{
     client_frame, close_payload, read_frame, read_until_close, sees_eof, tcp_pair, within,
@@ -12,16 +14,21 @@ use support::{
 };
 use tower_ws::{CloseCode, Config, ErrorKind, Message, Role, WebSocket};
 
-#[tokio::test]
-async fn client_initiated_close_completes_and_the_server_closes_the_transport() {
-    let (mut client, mut server) = ws_pair(Config::default()).await;
-    let server_side = tokio::spawn(async move {
+/// Reads `ws` to its end in a task, which returns every message it saw.
+fn read_to_end(mut ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<Vec<Message>> {
+    tokio::spawn(async move {
         let mut seen = Vec::new();
-        while let Some(m) = server.recv().await {
+        while let Some(m) = ws.recv().await {
             seen.push(m.unwrap());
         }
         seen
-    });
+    })
+}
+
+#[tokio::test]
+async fn client_initiated_close_completes_and_the_server_closes_the_transport() {
+    let (mut client, server) = ws_pair(Config::default()).await;
+    let server_side = read_to_end(server);
     within(5, client.close(CloseCode::NORMAL, "bye"))
         .await
         .unwrap();
@@ -32,14 +39,8 @@ async fn client_initiated_close_completes_and_the_server_closes_the_transport() 
 
 #[tokio::test]
 async fn server_initiated_close_completes_on_both_sides() {
-    let (mut client, mut server) = ws_pair(Config::default()).await;
-    let client_side = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        while let Some(m) = client.recv().await {
-            seen.push(m.unwrap());
-        }
-        seen
-    });
+    let (client, mut server) = ws_pair(Config::default()).await;
+    let client_side = read_to_end(client);
     within(5, server.close(CloseCode::GOING_AWAY, "restart"))
         .await
         .unwrap();
@@ -168,14 +169,8 @@ async fn a_client_waits_for_the_server_to_close_the_transport_then_gives_up() {
 
 #[tokio::test]
 async fn sink_close_runs_the_close_handshake() {
-    let (mut client, mut server) = ws_pair(Config::default()).await;
-    let server_side = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        while let Some(m) = server.recv().await {
-            seen.push(m.unwrap());
-        }
-        seen
-    });
+    let (mut client, server) = ws_pair(Config::default()).await;
+    let server_side = read_to_end(server);
     within(5, SinkExt::send(&mut client, Message::text("last words")))
         .await
         .unwrap();
@@ -194,13 +189,7 @@ async fn sink_close_runs_the_close_handshake() {
 async fn a_closer_ends_a_session_from_another_task() {
     let (mut client, mut server) = ws_pair(Config::default()).await;
     let closer = server.closer();
-    let handler = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        while let Some(m) = server.recv().await {
-            seen.push(m.unwrap());
-        }
-        seen
-    });
+    let handler = read_to_end(server);
     tokio::time::sleep(Duration::from_millis(20)).await;
     closer.close(CloseCode::POLICY_VIOLATION, "kicked");
     assert!(closer.is_requested());
