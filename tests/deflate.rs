@@ -6,20 +6,13 @@
 mod support;
 
 use flate2::{Compress, Compression, FlushCompress};
-use support::{Rng, frame, read_until_close, sees_eof, tcp_pair, within, write_raw};
+use support::{
+    Rng, deflate_params as params, frame, read_until_close, sees_eof, tcp_pair, within, write_raw,
+};
 use tower_ws::{
     CloseCode, Config, DeflateConfig, DeflateParams, ErrorKind, Message, ProtocolError, Role,
     WebSocket,
 };
-
-fn params(server_nct: bool, client_nct: bool, server_bits: u8, client_bits: u8) -> DeflateParams {
-    DeflateParams {
-        server_no_context_takeover: server_nct,
-        client_no_context_takeover: client_nct,
-        server_max_window_bits: server_bits,
-        client_max_window_bits: client_bits,
-    }
-}
 
 /// Raw-deflates `data` the way RFC 7692 sends it (sync flush, trailer removed).
 fn deflate_raw(data: &[u8], level: u32) -> Vec<u8> {

@@ -23,13 +23,7 @@ fn reporting_echo() -> impl tower_ws::Handler + Sync {
                     "plain"
                 }))
                 .await?;
-            while let Some(message) = socket.recv().await {
-                let message = message?;
-                if message.is_text() || message.is_binary() {
-                    socket.send(message).await?;
-                }
-            }
-            Ok::<_, tower_ws::Error>(())
+            support::echo_until_closed(&mut socket).await
         },
     )
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
-use support::{Rng, within};
+use support::{Rng, deflate_params as params, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
@@ -112,30 +112,13 @@ async fn layer_server(
                   ..
               }| {
             let _ = tx.send(handshake.deflate().copied());
-            async move {
-                while let Some(message) = socket.recv().await {
-                    let message = message?;
-                    if message.is_text() || message.is_binary() {
-                        socket.send(message).await?;
-                    }
-                }
-                Ok::<_, tower_ws::Error>(())
-            }
+            async move { support::echo_until_closed(&mut socket).await }
         },
     );
     let service = ServiceBuilder::new()
         .layer(UpgradeLayer::new(echo).config(config))
         .service(support::inner());
     (support::serve(service).await, rx)
-}
-
-fn params(server_nct: bool, client_nct: bool, server_bits: u8, client_bits: u8) -> DeflateParams {
-    DeflateParams {
-        server_no_context_takeover: server_nct,
-        client_no_context_takeover: client_nct,
-        server_max_window_bits: server_bits,
-        client_max_window_bits: client_bits,
-    }
 }
 
 /// What `peer.py` reports of a connection, seen from its side (`local` is the peer itself).

@@ -440,15 +440,36 @@ pub fn inner()
 
 /// A handler that echoes text and binary messages until the client closes.
 pub fn echo() -> impl tower_ws::Handler + Sync {
-    handler_fn(|Session { mut socket, .. }| async move {
-        while let Some(message) = socket.recv().await {
-            let message = message?;
-            if message.is_text() || message.is_binary() {
-                socket.send(message).await?;
-            }
+    handler_fn(|Session { mut socket, .. }| async move { echo_until_closed(&mut socket).await })
+}
+
+/// Echoes text and binary messages on `socket` until the peer closes (or an error).
+pub async fn echo_until_closed<Io: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut WebSocket<Io>,
+) -> tower_ws::Result<()> {
+    while let Some(message) = socket.recv().await {
+        let message = message?;
+        if message.is_text() || message.is_binary() {
+            socket.send(message).await?;
         }
-        Ok::<_, tower_ws::Error>(())
-    })
+    }
+    Ok(())
+}
+
+/// permessage-deflate parameters, in the order of their names in RFC 7692.
+#[cfg(feature = "deflate")]
+pub fn deflate_params(
+    server_nct: bool,
+    client_nct: bool,
+    server_bits: u8,
+    client_bits: u8,
+) -> tower_ws::DeflateParams {
+    tower_ws::DeflateParams {
+        server_no_context_takeover: server_nct,
+        client_no_context_takeover: client_nct,
+        server_max_window_bits: server_bits,
+        client_max_window_bits: client_bits,
+    }
 }
 
 /// The tokio-tungstenite client.
