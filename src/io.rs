@@ -21,6 +21,14 @@ use tokio::net::TcpStream;
 /// which axum's `serve` uses, the layer unwraps it: reads and writes go straight to the
 /// [`TcpStream`] with no dynamic dispatch and no extra buffer. Other connections (HTTP/2
 /// streams, TLS, custom transports) go through hyper's upgrade type.
+///
+/// The layer turns Nagle's algorithm off (`TCP_NODELAY`) on a TCP stream it unwraps. The engine
+/// already gathers the frames queued together into one write, so Nagle's algorithm only delays
+/// the next one: a handler that sends two messages in a row, or any reply while an earlier one
+/// is still unacknowledged, waits for the peer's delayed ACK, some 40 ms on Linux. To turn it
+/// back on, [`tcp_stream`](Self::tcp_stream) reaches the socket. The layer cannot reach the
+/// connection under an HTTP/2 stream: the server sets `TCP_NODELAY` on the streams it accepts
+/// (README, "HTTP/2").
 pub struct UpgradedIo {
     inner: Inner,
 }
@@ -62,6 +70,9 @@ impl UpgradedIo {
     }
 
     fn tcp(stream: TcpStream) -> Self {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "websocket connection: TCP_NODELAY not set");
+        }
         Self {
             inner: Inner::Tcp(stream),
         }
@@ -70,6 +81,15 @@ impl UpgradedIo {
     pub(crate) fn detached() -> Self {
         Self {
             inner: Inner::Detached,
+        }
+    }
+
+    /// The TCP stream under the socket, when the layer could unwrap it (see above): to read or
+    /// change its options, such as `set_nodelay(false)`. `None` otherwise.
+    pub fn tcp_stream(&self) -> Option<&TcpStream> {
+        match &self.inner {
+            Inner::Tcp(stream) => Some(stream),
+            Inner::Upgraded(_) | Inner::Detached => None,
         }
     }
 
