@@ -151,11 +151,14 @@ fn poll_read_ready<R: AsyncRead + Unpin>(
     Poll::Ready(Ok(()))
 }
 
-/// Writes `bufs` to hyper's upgrade type. Over HTTP/2 it has no vectored write and copies what
-/// it is given: the slices (a frame header and its payload, or several frames) are gathered into one
-/// write of at most [`GATHER_MAX`] bytes, so a frame goes out in one HTTP/2 DATA frame rather
-/// than its header in one and its payload in the next. A first slice as large as that goes
-/// out alone, uncopied.
+/// Writes `bufs` to hyper's upgrade type. Over HTTP/2 it has no vectored write and copies each
+/// write into a DATA frame of its own: whole slices (a frame header and its payload, or several
+/// small frames) are gathered into one write while they fit in [`GATHER_MAX`] bytes, so a
+/// small frame goes out in one DATA frame rather than its header in one and its payload in the
+/// next. A slice that does not fit beside the first goes in the next write, uncopied: the
+/// header of a large frame then leaves in a DATA frame of its own, which h2 sends in the same
+/// system call as the first DATA frame of the payload (gathering part of the payload instead
+/// would cost a copy and leave a short DATA frame at the end, in a system call of its own).
 fn poll_write_gathered<W: AsyncWrite + Unpin>(
     io: &mut W,
     cx: &mut Context<'_>,
@@ -164,24 +167,22 @@ fn poll_write_gathered<W: AsyncWrite + Unpin>(
     if io.is_write_vectored() {
         return Pin::new(io).poll_write_vectored(cx, bufs);
     }
-    let mut slices = bufs.iter().filter(|b| !b.is_empty());
+    let mut slices = bufs.iter().filter(|b| !b.is_empty()).peekable();
     let Some(first) = slices.next() else {
         return Pin::new(io).poll_write(cx, &[]);
     };
-    if first.len() >= GATHER_MAX {
-        return Pin::new(io).poll_write(cx, first);
+    match slices.peek() {
+        Some(next) if first.len() + next.len() <= GATHER_MAX => {}
+        _ => return Pin::new(io).poll_write(cx, first),
     }
     let mut gathered = [0_u8; GATHER_MAX];
     let mut len = 0;
     for slice in std::iter::once(first).chain(slices) {
-        let take = slice.len().min(GATHER_MAX - len);
-        if let (Some(to), Some(from)) = (gathered.get_mut(len..len + take), slice.get(..take)) {
-            to.copy_from_slice(from);
-        }
-        len += take;
-        if len == GATHER_MAX {
+        let Some(to) = gathered.get_mut(len..len + slice.len()) else {
             break;
-        }
+        };
+        to.copy_from_slice(slice);
+        len += slice.len();
     }
     Pin::new(io).poll_write(cx, gathered.get(..len).unwrap_or_default())
 }
@@ -378,16 +379,19 @@ mod tests {
     }
 
     #[test]
-    fn a_gathered_write_stops_at_the_limit_and_a_large_first_slice_goes_alone() {
+    fn whole_slices_are_gathered_while_they_fit() {
         let mut io = Chunks::default();
-        let payload = vec![7_u8; 2 * GATHER_MAX];
-        let written = write(&mut io, &[b"\x82\x7f", &payload]);
-        assert_eq!(written, GATHER_MAX);
-        assert_eq!(io.writes[0][..2], *b"\x82\x7f");
-        assert_eq!(io.writes[0].len(), GATHER_MAX);
-        // What is left starts with the rest of the payload, large enough to go uncopied.
-        let rest = &payload[GATHER_MAX - 2..];
-        assert_eq!(write(&mut io, &[rest, b"\x81\x00"]), rest.len());
-        assert_eq!(io.writes[1], rest);
+        let (a, b, c) = (vec![1_u8; 10 << 10], vec![2_u8; 6 << 10], vec![3_u8; 1]);
+        assert_eq!(write(&mut io, &[&a, &b, &c]), a.len() + b.len());
+        assert_eq!(io.writes, [[a, b].concat()]);
+    }
+
+    #[test]
+    fn the_header_of_a_large_frame_goes_alone_and_its_payload_uncopied() {
+        let mut io = Chunks::default();
+        let payload = vec![7_u8; 64 << 10];
+        assert_eq!(write(&mut io, &[b"\x82\x7f", &payload]), 2);
+        assert_eq!(write(&mut io, &[&payload, b"\x81\x00"]), payload.len());
+        assert_eq!(io.writes, [b"\x82\x7f".to_vec(), payload]);
     }
 }
