@@ -21,7 +21,8 @@ use tokio::net::TcpStream;
 /// which axum's `serve` uses, the layer unwraps it: reads and writes go straight to the
 /// [`TcpStream`] with no dynamic dispatch and no extra buffer. Other connections (HTTP/2
 /// streams, TLS, custom transports) go through hyper's upgrade type, with reads and writes
-/// gathered (see [`AsyncRead`] and [`AsyncWrite`] below).
+/// gathered: a read takes every HTTP/2 DATA frame that is ready, and the header and payload of
+/// a small frame leave in one write, not in two DATA frames.
 ///
 /// The layer turns Nagle's algorithm off (`TCP_NODELAY`) on a TCP stream it unwraps. The engine
 /// already gathers the frames queued together into one write, so Nagle's algorithm only delays

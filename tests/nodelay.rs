@@ -1,10 +1,11 @@
-//! No Nagle stalls: 100 round trips of a 64 KiB message must take well under 100 x 40 ms, the
-//! delay Nagle's algorithm meeting delayed ACKs adds to a round trip.
+//! No Nagle stalls: 100 exchanges must take well under 100 x 40 ms, the delay Nagle's algorithm
+//! meeting delayed ACKs adds to each.
 //!
-//! Over HTTP/2 through the echo example's own accept loop (it sets `TCP_NODELAY`: hyper writes
-//! each HTTP/2 frame separately, and the layer cannot reach a connection hyper keeps), and over
-//! HTTP/1.1 through a server that leaves `TCP_NODELAY` off (the layer sets it on the connection
-//! it takes over).
+//! Over HTTP/2, 100 round trips of a 64 KiB message through the echo example's own accept loop
+//! (it sets `TCP_NODELAY`: hyper writes each HTTP/2 frame separately, and the layer cannot reach
+//! a connection hyper keeps). Over HTTP/1.1, 100 messages each answered with two (write, write,
+//! read: the pattern Nagle's algorithm stalls on) through a server that leaves `TCP_NODELAY`
+//! off (the layer sets it on the connection it takes over).
 #![cfg(feature = "http2")]
 
 pub mod support;
