@@ -167,7 +167,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
         .parse()?;
     let (app, sessions) = app_with_shutdown();
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    // No Nagle delays: over HTTP/2 hyper writes each frame separately (README, "HTTP/2").
+    let listener =
+        axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::bind(addr).await?, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     tracing::info!("chat on http://{addr}");
     axum::serve(
         listener,

@@ -125,6 +125,8 @@ async fn serve(name: &str) -> Result<(), BoxError> {
     println!("{}", listener.local_addr()?.port());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            // No Nagle delays (the layer also sets it on the HTTP/1.1 connections it takes over).
+            let _ = stream.set_nodelay(true);
             let service = hyper_util::service::TowerToHyperService::new(service.clone());
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()

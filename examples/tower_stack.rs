@@ -142,6 +142,9 @@ async fn main() -> Result<(), BoxError> {
     builder.http2().enable_connect_protocol();
     loop {
         let (stream, _) = listener.accept().await?;
+        // Nagle's algorithm would hold back the tail of each message for the peer's delayed
+        // ACK (about 40 ms): over HTTP/2, hyper writes each frame separately.
+        let _ = stream.set_nodelay(true);
         // Slow clients: `header_read_timeout` above, and a deadline for the first request,
         // which covers what that timeout does not (see `first_request_within`).
         let requested = Arc::new(AtomicBool::new(false));

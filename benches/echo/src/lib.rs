@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod count;
+mod h2;
 mod handshake;
 mod hist;
 mod load;
 mod matrix;
+mod paths;
 mod process;
 mod report;
 mod servers;
@@ -77,6 +79,7 @@ usage: cargo bench -p echo-bench --bench echo -- [COMMAND] [OPTIONS]
 commands:
   matrix (default)   every cell for every server; prints markdown tables
   count              instructions per echoed message under valgrind --tool=callgrind
+  paths              tower-ws over HTTP/1.1 and over HTTP/2 (h2c extended CONNECT), side by side
   list               servers, cells and count scenarios
   serve NAME ADDR    (internal) run one server; exits when stdin closes
 
@@ -91,6 +94,11 @@ matrix options:
   --conns N --in-flight K --size BYTES --text
                      one cell of your own instead (defaults: 10, 1, 1024, binary)
   --out FILE         also write the tables to FILE (default <target>/echo-bench/matrix-<time>.md)
+
+paths options:
+  --quick, --rounds, --warmup, --window as for matrix
+  --cells a,b        only these cells (see `list`)
+  --servers a,b      only these paths: h1, h2, h2-wide (h1 first: the ratios are to it)
 
 count options:
   --servers a,b      only these servers
@@ -367,6 +375,68 @@ fn run_matrix(options: &Options) -> Result<(), Failure> {
     Ok(())
 }
 
+fn run_paths(options: &Options) -> Result<(), Failure> {
+    let cells = select(paths::CELLS, options.cells.as_ref(), |c| c.id)?;
+    let chosen = select(paths::PATHS, options.servers.as_ref(), |p| p.id)?;
+    let runtime = load_generator_runtime(options.cores)?;
+    let timing = options.timing;
+    eprintln!(
+        "paths: {} cells x {} paths x {} rounds; about {} min",
+        cells.len(),
+        chosen.len(),
+        timing.rounds,
+        paths::estimate(cells.len(), chosen.len(), &timing)
+            .as_secs()
+            .div_ceil(60)
+    );
+    let started = std::time::Instant::now();
+    let load_before = load_average();
+    let results = paths::run(
+        &runtime,
+        &cells,
+        &chosen,
+        &timing,
+        options.cores,
+        |cell, round, path, result| {
+            eprintln!(
+                "[{:>5.0}s] {:<10} round {} {:<8} {}",
+                started.elapsed().as_secs_f64(),
+                cell.id,
+                round + 1,
+                path.id,
+                report::progress_line(result)
+            );
+        },
+    )?;
+    let mut text = format!(
+        "Machine: {}. {} rounds per cell (path order reversed every round), {:?} warm-up and \
+         {:?} measured per run; server on core {}, load generator on core {}; {} s in all; \
+         1-minute load average {} at the start, {} at the end.\n\n",
+        machine(),
+        timing.rounds,
+        timing.warmup,
+        timing.window,
+        options.cores.server,
+        options.cores.client,
+        started.elapsed().as_secs(),
+        load_before,
+        load_average(),
+    );
+    text.push_str(&paths::markdown(&results));
+    let out = options.out.clone().unwrap_or_else(|| {
+        target_dir()
+            .join("echo-bench")
+            .join(format!("paths-{}.md", now_secs()))
+    });
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, &text)?;
+    std::io::stdout().write_all(text.as_bytes())?;
+    eprintln!("table written to {}", out.display());
+    Ok(())
+}
+
 fn run_count(options: &Options) -> Result<(), Failure> {
     let servers = select(servers::ALL, options.servers.as_ref(), |s| s.name)?;
     let scenarios = select(count::SCENARIOS, options.scenarios.as_ref(), |s| s.id)?;
@@ -404,6 +474,18 @@ fn list() {
     for c in matrix::CELLS {
         println!("  {:<18} {}", c.id, c.title);
     }
+    println!("paths cells:");
+    for c in paths::CELLS {
+        println!("  {}", c.id);
+    }
+    println!(
+        "paths: {}",
+        paths::PATHS
+            .iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("count scenarios:");
     for s in count::SCENARIOS {
         println!("  {:<18} {}", s.id, s.title);
@@ -416,6 +498,7 @@ pub fn main() {
     let result = parse_options(&args).and_then(|options| match options.command.as_str() {
         "matrix" => run_matrix(&options),
         "count" => run_count(&options),
+        "paths" => run_paths(&options),
         "list" => {
             list();
             Ok(())

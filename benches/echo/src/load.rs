@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::LocalSet;
 
@@ -101,8 +101,8 @@ struct Shared {
 
 /// One connection's task state.
 #[derive(Debug)]
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     out: OutQueue,
     dec: Decoder,
     rbuf: Vec<u8>,
@@ -115,8 +115,8 @@ struct Conn {
     budget: Option<u64>,
 }
 
-impl Conn {
-    fn new(stream: TcpStream, leftover: &[u8], spec: &Spec) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(stream: S, leftover: &[u8], spec: &Spec) -> Self {
         // Room for a whole batch of echoes in one read, within reason.
         let batch = (spec.size + 14) * spec.in_flight;
         let mut rbuf = vec![0; (batch + 1024).next_power_of_two().clamp(4 << 10, 256 << 10)];
@@ -248,6 +248,15 @@ async fn connect_all(
 /// Runs `spec` against the server at `addr` (process `server_pid`).
 pub(crate) async fn run(addr: SocketAddr, server_pid: u32, spec: Spec) -> Result<Outcome, Failure> {
     let conns = connect_all(addr, spec.conns, 64).await?;
+    drive(conns, server_pid, spec).await
+}
+
+/// Runs `spec` over connections already open, each with the bytes read past its handshake.
+pub(crate) async fn drive<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+    conns: Vec<(S, Vec<u8>)>,
+    server_pid: u32,
+    spec: Spec,
+) -> Result<Outcome, Failure> {
     let payload = Rc::new(Payload::new(spec.size, spec.text, KEY));
     let shared = Rc::new(Shared {
         phase: Cell::new(match spec.until {

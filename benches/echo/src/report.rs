@@ -15,19 +15,19 @@ use crate::servers::Kind;
 
 /// Aggregate of one server's echo runs in a cell.
 #[derive(Debug)]
-struct EchoSummary {
-    rate: f64,
-    mbps: f64,
-    p50: Option<Duration>,
-    p99: Option<Duration>,
-    cpu_share: f64,
-    client_share: f64,
-    per_cpu_second: f64,
-    spread: f64,
-    rounds: usize,
+pub(crate) struct EchoSummary {
+    pub(crate) rate: f64,
+    pub(crate) mbps: f64,
+    pub(crate) p50: Option<Duration>,
+    pub(crate) p99: Option<Duration>,
+    pub(crate) cpu_share: f64,
+    pub(crate) client_share: f64,
+    pub(crate) per_cpu_second: f64,
+    pub(crate) spread: f64,
+    pub(crate) rounds: usize,
 }
 
-fn summarize_echo(entry: &Entry) -> Result<EchoSummary, String> {
+pub(crate) fn summarize_echo(entry: &Entry) -> Result<EchoSummary, String> {
     let mut outcomes = Vec::new();
     for run in &entry.runs {
         match run {
@@ -109,7 +109,7 @@ pub(crate) fn si(x: f64) -> String {
     }
 }
 
-fn micros(d: Option<Duration>) -> String {
+pub(crate) fn micros(d: Option<Duration>) -> String {
     match d {
         None => "-".into(),
         Some(d) if d >= Duration::from_millis(10) => format!("{:.1} ms", d.as_secs_f64() * 1e3),

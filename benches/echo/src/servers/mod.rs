@@ -21,6 +21,7 @@ mod fastwebsockets;
 mod raw;
 mod tokio_tungstenite;
 mod tokio_websockets;
+mod tower_ws_auto;
 mod tower_ws_bare;
 mod tower_ws_layer;
 
@@ -61,15 +62,22 @@ pub(crate) const ALL: &[Server] = &[
     raw::SERVER,
 ];
 
+/// Servers outside the matrix: tower-ws through hyper-util's auto builder, which the `paths`
+/// command drives over HTTP/1.1 and over HTTP/2.
+pub(crate) const PATHS: &[Server] = &[tower_ws_auto::SERVER, tower_ws_auto::WIDE];
+
 /// The server called `name`.
 pub(crate) fn find(name: &str) -> Result<&'static Server, Failure> {
-    ALL.iter().find(|s| s.name == name).ok_or_else(|| {
-        let names: Vec<_> = ALL.iter().map(|s| s.name).collect();
-        Failure::new(format!(
-            "unknown server {name:?}; known: {}",
-            names.join(", ")
-        ))
-    })
+    ALL.iter()
+        .chain(PATHS)
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            let names: Vec<_> = ALL.iter().chain(PATHS).map(|s| s.name).collect();
+            Failure::new(format!(
+                "unknown server {name:?}; known: {}",
+                names.join(", ")
+            ))
+        })
 }
 
 /// Accepts connections forever, setting `TCP_NODELAY` and spawning `handle` for each.
