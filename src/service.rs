@@ -146,14 +146,7 @@ impl<S, H: Handler> Upgrade<S, H> {
             handler: self.handler.clone(),
             handshake,
         };
-        upgrade::spawn(
-            on_upgrade,
-            session,
-            setup,
-            self.shared.config,
-            guard,
-            span,
-        );
+        upgrade::spawn(on_upgrade, session, setup, self.shared.config, guard, span);
         accepted.response
     }
 

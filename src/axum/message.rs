@@ -293,7 +293,11 @@ mod tests {
     fn text_accessors_check_utf8_like_axum() {
         assert_eq!(Message::binary(&b"hi"[..]).to_text().unwrap(), "hi");
         assert!(Message::binary(vec![0xff]).to_text().is_err());
-        assert!(Message::Ping(Bytes::from_static(b"\xff")).into_text().is_err());
+        assert!(
+            Message::Ping(Bytes::from_static(b"\xff"))
+                .into_text()
+                .is_err()
+        );
         assert_eq!(Message::Close(None).into_text().unwrap(), "");
         let text = Utf8Bytes::from_static("foo123");
         assert_eq!(text, "foo123");

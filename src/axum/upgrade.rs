@@ -19,8 +19,7 @@ use hyper::upgrade::OnUpgrade;
 
 use super::rejection::{
     ConnectionNotUpgradable, InvalidConnectionHeader, InvalidProtocolPseudoheader,
-    InvalidUpgradeHeader, MethodNotConnect, MethodNotGet, ShuttingDown,
-    WebSocketUpgradeRejection,
+    InvalidUpgradeHeader, MethodNotConnect, MethodNotGet, ShuttingDown, WebSocketUpgradeRejection,
 };
 use super::settings::UpgradeSettings;
 use super::socket::WebSocket;
