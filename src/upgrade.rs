@@ -448,3 +448,14 @@ mod tests {
         std::mem::size_of::<H::Future>()
     }
 }
+/// The session task's future, for tests of its size.
+#[cfg(test)]
+pub(crate) fn session_task<S: Start>(
+    on_upgrade: OnUpgrade,
+    session: S,
+    setup: SocketSetup,
+    config: Config,
+    guard: SessionGuard,
+) -> impl Future<Output = ()> {
+    run(on_upgrade, session, setup, config, guard)
+}

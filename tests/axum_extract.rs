@@ -478,3 +478,21 @@ async fn a_shutting_down_server_refuses_new_handshakes() {
     assert_eq!(response.status, 503);
     assert!(response.body.contains("shutting down"), "{}", response.body);
 }
+
+/// Under `axum::serve` the connection is unwrapped to its `TcpStream`: no dynamic dispatch,
+/// no hyper buffer per socket (the layer's fast path, shared by the extractor).
+#[tokio::test]
+async fn under_axum_serve_the_socket_runs_on_the_tcp_stream_itself() {
+    let app = Router::new().route(
+        "/",
+        any(|ws: WebSocketUpgrade| async move {
+            ws.on_upgrade(|mut socket| async move {
+                let tcp = socket.get_ref().get_ref().peer_addr().is_some();
+                let _ = socket.send(Message::text(format!("tcp: {tcp}"))).await;
+            })
+        }),
+    );
+    let mut client = support::connect(serve(app).await, "/").await;
+    let answer = bounded(client.next()).await.unwrap().unwrap();
+    assert_eq!(answer, tungstenite::Message::text("tcp: true"));
+}

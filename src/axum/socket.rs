@@ -1,6 +1,7 @@
 //! [`WebSocket`]: axum's socket type, a thin shell over this crate's
 //! [`WebSocket`](crate::WebSocket) that speaks axum's [`Message`] and [`axum_core::Error`].
 
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -41,21 +42,34 @@ use crate::proto;
 /// `recv` is cancel safe, and a dropped `send` queued the whole message or nothing.
 #[derive(Debug)]
 pub struct WebSocket {
-    inner: proto::WebSocket<UpgradedIo>,
+    // Boxed: handlers written as `async fn handle(mut socket: WebSocket)` (axum's own
+    // examples) store their argument twice in their future (rust-lang/rust#62958), and that
+    // future lives as long as the socket. A pointer stored twice costs nothing.
+    inner: Box<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    socket: proto::WebSocket<UpgradedIo>,
     protocol: Option<HeaderValue>,
 }
 
 impl WebSocket {
-    pub(super) fn new(inner: proto::WebSocket<UpgradedIo>, protocol: Option<HeaderValue>) -> Self {
-        Self { inner, protocol }
+    /// What each socket holds on the heap.
+    #[cfg(test)]
+    pub(super) const HEAP_SIZE: usize = size_of::<Inner>();
+
+    pub(super) fn new(socket: proto::WebSocket<UpgradedIo>, protocol: Option<HeaderValue>) -> Self {
+        Self {
+            inner: Box::new(Inner { socket, protocol }),
+        }
     }
 
     /// Receives the next message; `None` once the connection has closed.
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
-        self.inner
-            .recv()
-            .await
-            .map(|message| message.map(Message::from).map_err(Error::new))
+        // Poll functions rather than the inner socket's async methods: the future then holds
+        // a reference and the message, and each idle socket pays for no more.
+        poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 
     /// Sends a message (waiting while the write queue is over its high-water mark).
@@ -65,38 +79,38 @@ impl WebSocket {
     /// The connection is closed or failed, or the message cannot be sent (a control payload
     /// over 125 bytes, a close code that may not be sent).
     pub async fn send(&mut self, msg: Message) -> Result<(), Error> {
-        self.inner
-            .send(proto::Message::from(msg))
+        let mut pending = Some(proto::Message::from(msg));
+        poll_fn(|cx| self.inner.socket.poll_send(cx, &mut pending))
             .await
             .map_err(Error::new)
     }
 
     /// The subprotocol chosen in the handshake, if any.
     pub fn protocol(&self) -> Option<&HeaderValue> {
-        self.protocol.as_ref()
+        self.inner.protocol.as_ref()
     }
 
     /// This crate's socket underneath.
     pub fn get_ref(&self) -> &proto::WebSocket<UpgradedIo> {
-        &self.inner
+        &self.inner.socket
     }
 
     /// This crate's socket underneath, mutably: its `recv` and `send` speak
     /// [`tower_ws::Message`](crate::Message) and [`tower_ws::Error`](crate::Error).
     pub fn get_mut(&mut self) -> &mut proto::WebSocket<UpgradedIo> {
-        &mut self.inner
+        &mut self.inner.socket
     }
 
     /// This crate's socket underneath. When the extractor's callback returns, the socket is
     /// closed (1000) as before, wherever in the callback's task it was moved.
     pub fn into_inner(self) -> proto::WebSocket<UpgradedIo> {
-        self.inner
+        self.inner.socket
     }
 }
 
 impl From<WebSocket> for proto::WebSocket<UpgradedIo> {
     fn from(socket: WebSocket) -> Self {
-        socket.inner
+        socket.into_inner()
     }
 }
 
@@ -104,7 +118,7 @@ impl Stream for WebSocket {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.get_mut().inner)
+        Pin::new(&mut self.get_mut().inner.socket)
             .poll_next(cx)
             .map(|item| item.map(|message| message.map(Message::from).map_err(Error::new)))
     }
@@ -113,7 +127,7 @@ impl Stream for WebSocket {
 impl FusedStream for WebSocket {
     /// Whether the connection is finished: the stream has ended.
     fn is_terminated(&self) -> bool {
-        self.inner.is_terminated()
+        self.inner.socket.is_terminated()
     }
 }
 
@@ -121,19 +135,19 @@ impl Sink<Message> for WebSocket {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Pin::new(&mut self.get_mut().inner)
+        Pin::new(&mut self.get_mut().inner.socket)
             .poll_ready(cx)
             .map_err(Error::new)
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
-        Pin::new(&mut self.get_mut().inner)
+        Pin::new(&mut self.get_mut().inner.socket)
             .start_send(proto::Message::from(item))
             .map_err(Error::new)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Pin::new(&mut self.get_mut().inner)
+        Pin::new(&mut self.get_mut().inner.socket)
             .poll_flush(cx)
             .map_err(Error::new)
     }
@@ -141,7 +155,7 @@ impl Sink<Message> for WebSocket {
     /// Sends a close frame with 1000 (unless one was sent already) and completes the close
     /// handshake.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Pin::new(&mut self.get_mut().inner)
+        Pin::new(&mut self.get_mut().inner.socket)
             .poll_close(cx)
             .map_err(Error::new)
     }

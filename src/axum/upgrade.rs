@@ -429,3 +429,63 @@ impl<Fut: Future<Output = ()>> Future for Infallibly<Fut> {
         self.project().future.poll(cx).map(Ok)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::shutdown::Tracker;
+
+    /// axum's idiom: an `async fn` taking the socket by value.
+    async fn echo(mut socket: WebSocket) {
+        while let Some(msg) = socket.recv().await {
+            let Ok(msg) = msg else {
+                return;
+            };
+            if socket.send(msg).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn task_size<S: Start>(session: S) -> usize {
+        let tracker = Arc::new(Tracker::default());
+        let mut request = http::Request::new(());
+        let task = upgrade::session_task(
+            hyper::upgrade::on(&mut request),
+            session,
+            SocketSetup::default(),
+            Config::default(),
+            tracker.enter().unwrap(),
+        );
+        std::mem::size_of_val(&task)
+    }
+
+    #[test]
+    fn an_extractor_socket_costs_what_a_layer_socket_costs() {
+        let extractor = task_size(Callback {
+            run: echo,
+            on_failed_upgrade: DefaultOnFailedUpgrade,
+            protocol: None,
+        }) + WebSocket::HEAP_SIZE;
+        let handler = crate::handler_fn(|crate::Session { mut socket, .. }| async move {
+            while let Some(Ok(message)) = socket.recv().await {
+                if socket.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (parts, ()) = http::Request::new(()).into_parts();
+        let layer = task_size(upgrade::LayerSession {
+            handler,
+            handshake: crate::Handshake::new(parts, None),
+        });
+        // Each idle socket is its session task: the extractor's (with the socket's box) may
+        // exceed the layer's by a little, not by a second copy of the socket.
+        assert!(
+            extractor <= layer + 192,
+            "extractor {extractor} bytes, layer {layer} bytes"
+        );
+    }
+}

@@ -21,6 +21,7 @@ mod fastwebsockets;
 mod raw;
 mod tokio_tungstenite;
 mod tokio_websockets;
+mod tower_ws_axum;
 mod tower_ws_bare;
 mod tower_ws_layer;
 
@@ -53,6 +54,7 @@ pub(crate) struct Server {
 /// first, then its engine on a bare `TcpStream` (to show what hyper and the layer cost).
 pub(crate) const ALL: &[Server] = &[
     tower_ws_layer::SERVER,
+    tower_ws_axum::SERVER,
     tower_ws_bare::SERVER,
     tokio_websockets::SERVER,
     fastwebsockets::SERVER,
