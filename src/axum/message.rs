@@ -23,6 +23,7 @@ impl Utf8Bytes {
     }
 
     /// The text.
+    #[inline]
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -31,6 +32,7 @@ impl Utf8Bytes {
 impl Deref for Utf8Bytes {
     type Target = str;
 
+    #[inline]
     fn deref(&self) -> &str {
         self.as_str()
     }
@@ -85,12 +87,14 @@ impl From<Utf8Bytes> for Bytes {
 }
 
 impl From<proto::Utf8Bytes> for Utf8Bytes {
+    #[inline]
     fn from(text: proto::Utf8Bytes) -> Self {
         Self(text)
     }
 }
 
 impl From<Utf8Bytes> for proto::Utf8Bytes {
+    #[inline]
     fn from(text: Utf8Bytes) -> Self {
         text.0
     }
@@ -122,6 +126,7 @@ pub struct CloseFrame {
 }
 
 impl From<proto::CloseFrame> for CloseFrame {
+    #[inline]
     fn from(frame: proto::CloseFrame) -> Self {
         Self {
             code: frame.code.as_u16(),
@@ -131,6 +136,7 @@ impl From<proto::CloseFrame> for CloseFrame {
 }
 
 impl From<CloseFrame> for proto::CloseFrame {
+    #[inline]
     fn from(frame: CloseFrame) -> Self {
         Self::new(proto::CloseCode::from(frame.code), frame.reason.0)
     }
@@ -244,6 +250,7 @@ impl From<Message> for Vec<u8> {
 }
 
 impl From<proto::Message> for Message {
+    #[inline]
     fn from(message: proto::Message) -> Self {
         match message {
             proto::Message::Text(text) => Self::Text(text.into()),
@@ -256,6 +263,7 @@ impl From<proto::Message> for Message {
 }
 
 impl From<Message> for proto::Message {
+    #[inline]
     fn from(message: Message) -> Self {
         match message {
             Message::Text(text) => Self::Text(text.0),

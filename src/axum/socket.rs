@@ -1,9 +1,10 @@
 //! [`WebSocket`]: axum's socket type, a thin shell over this crate's
 //! [`WebSocket`](crate::WebSocket) that speaks axum's [`Message`] and [`axum_core::Error`].
 
+use std::future::Future;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use axum_core::Error;
 use futures_core::Stream;
@@ -65,44 +66,57 @@ impl WebSocket {
         }
     }
 
-    /// Receives the next message; `None` once the connection has closed.
-    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
-        // Poll functions rather than the inner socket's async methods: the future then holds
-        // a reference and the message, and each idle socket pays for no more.
-        poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    /// Receives the next message; `None` once the connection has closed. (axum's `async fn`;
+    /// written as a poll function, so the future costs the handler no more than this
+    /// crate's own `recv`.)
+    #[inline]
+    pub fn recv(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + Send + '_ {
+        let socket = &mut self.inner.socket;
+        poll_fn(move |cx| {
+            Poll::Ready(match ready!(Pin::new(&mut *socket).poll_next(cx)) {
+                Some(Ok(message)) => Some(Ok(message.into())),
+                Some(Err(error)) => Some(Err(Error::new(error))),
+                None => None,
+            })
+        })
     }
 
-    /// Sends a message (waiting while the write queue is over its high-water mark).
+    /// Sends a message (waiting while the write queue is over its high-water mark). (axum's
+    /// `async fn`, written as a poll function like [`recv`](Self::recv).)
     ///
     /// # Errors
     ///
     /// The connection is closed or failed, or the message cannot be sent (a control payload
     /// over 125 bytes, a close code that may not be sent).
-    pub async fn send(&mut self, msg: Message) -> Result<(), Error> {
+    #[inline]
+    pub fn send(&mut self, msg: Message) -> impl Future<Output = Result<(), Error>> + Send + '_ {
+        let socket = &mut self.inner.socket;
         let mut pending = Some(proto::Message::from(msg));
-        poll_fn(|cx| self.inner.socket.poll_send(cx, &mut pending))
-            .await
-            .map_err(Error::new)
+        poll_fn(move |cx| socket.poll_send(cx, &mut pending).map_err(Error::new))
     }
 
     /// The subprotocol chosen in the handshake, if any.
+    #[inline]
     pub fn protocol(&self) -> Option<&HeaderValue> {
         self.inner.protocol.as_ref()
     }
 
     /// This crate's socket underneath.
+    #[inline]
     pub fn get_ref(&self) -> &proto::WebSocket<UpgradedIo> {
         &self.inner.socket
     }
 
     /// This crate's socket underneath, mutably: its `recv` and `send` speak
     /// [`tower_ws::Message`](crate::Message) and [`tower_ws::Error`](crate::Error).
+    #[inline]
     pub fn get_mut(&mut self) -> &mut proto::WebSocket<UpgradedIo> {
         &mut self.inner.socket
     }
 
     /// This crate's socket underneath. When the extractor's callback returns, the socket is
     /// closed (1000) as before, wherever in the callback's task it was moved.
+    #[inline]
     pub fn into_inner(self) -> proto::WebSocket<UpgradedIo> {
         self.inner.socket
     }
@@ -117,6 +131,7 @@ impl From<WebSocket> for proto::WebSocket<UpgradedIo> {
 impl Stream for WebSocket {
     type Item = Result<Message, Error>;
 
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.get_mut().inner.socket)
             .poll_next(cx)
@@ -126,6 +141,7 @@ impl Stream for WebSocket {
 
 impl FusedStream for WebSocket {
     /// Whether the connection is finished: the stream has ended.
+    #[inline]
     fn is_terminated(&self) -> bool {
         self.inner.socket.is_terminated()
     }
@@ -134,18 +150,21 @@ impl FusedStream for WebSocket {
 impl Sink<Message> for WebSocket {
     type Error = Error;
 
+    #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Pin::new(&mut self.get_mut().inner.socket)
             .poll_ready(cx)
             .map_err(Error::new)
     }
 
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
         Pin::new(&mut self.get_mut().inner.socket)
             .start_send(proto::Message::from(item))
             .map_err(Error::new)
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Pin::new(&mut self.get_mut().inner.socket)
             .poll_flush(cx)
@@ -154,6 +173,7 @@ impl Sink<Message> for WebSocket {
 
     /// Sends a close frame with 1000 (unless one was sent already) and completes the close
     /// handshake.
+    #[inline]
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Pin::new(&mut self.get_mut().inner.socket)
             .poll_close(cx)
