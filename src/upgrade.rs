@@ -407,6 +407,18 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
+/// The session task's future, for tests of its size.
+#[cfg(test)]
+pub(crate) fn session_task<S: Start>(
+    on_upgrade: OnUpgrade,
+    session: S,
+    setup: SocketSetup,
+    config: Config,
+    guard: SessionGuard,
+) -> impl Future<Output = ()> {
+    run(on_upgrade, session, setup, config, guard)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -447,15 +459,4 @@ mod tests {
     fn size_of_handler_future<H: Handler>(_: &H) -> usize {
         std::mem::size_of::<H::Future>()
     }
-}
-/// The session task's future, for tests of its size.
-#[cfg(test)]
-pub(crate) fn session_task<S: Start>(
-    on_upgrade: OnUpgrade,
-    session: S,
-    setup: SocketSetup,
-    config: Config,
-    guard: SessionGuard,
-) -> impl Future<Output = ()> {
-    run(on_upgrade, session, setup, config, guard)
 }

@@ -170,13 +170,13 @@ mod websockets {
             "/ws",
             any(
                 move |ws: WebSocketUpgrade, ConnectInfo(addr): ConnectInfo<SocketAddr>| async move {
-                    ws_handler(ws, addr, log).await
+                    ws_handler(ws, addr, log)
                 },
             ),
         )
     }
 
-    async fn ws_handler(ws: WebSocketUpgrade, who: SocketAddr, log: Log) -> impl IntoResponse {
+    fn ws_handler(ws: WebSocketUpgrade, who: SocketAddr, log: Log) -> impl IntoResponse {
         ws.on_upgrade(move |socket| handle_socket(socket, who, log))
     }
 
@@ -236,8 +236,8 @@ mod websockets {
                 let _ = log.send(format!("{} messages sent", sent.unwrap()));
                 recv_task.abort();
             }
-            received = &mut recv_task => {
-                let _ = log.send(format!("{} messages received", received.unwrap()));
+            count = &mut recv_task => {
+                let _ = log.send(format!("{} messages received", count.unwrap()));
                 send_task.abort();
             }
         }

@@ -97,7 +97,7 @@ async fn on_failed_upgrade_is_called_when_the_connection_is_not_handed_over() {
     });
     let mut request = handshake_request(Version::HTTP_11);
     // An upgrade handle that can never complete: the one of a request no server holds.
-    let never = hyper::upgrade::on(&mut Request::new(()));
+    let never = hyper::upgrade::on(Request::new(()));
     request.extensions_mut().insert(never);
     let response = route.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -295,7 +295,7 @@ async fn axum_checks_come_first_then_the_strict_ones() {
         ),
     ];
     for (method, lines, status, text) in cases {
-        let response = raw(addr, &handshake(method, "/ws", &lines)).await;
+        let response = raw(addr, &handshake(method, "/ws", lines)).await;
         assert_eq!(
             response.status, status,
             "{method} {lines:?}: {}",
