@@ -83,7 +83,7 @@
 //! | `client` | off | the client: `ClientBuilder`, a handshake over any transport, `ws://` over TCP |
 //! | `rustls` | off | `wss://` for the client, with rustls and the webpki roots |
 //! | `deflate` | off | permessage-deflate (RFC 7692), negotiated by the layer and the client: `DeflateConfig` |
-//! | `axum` | off | [`axum`](crate::axum): axum 0.8's `WebSocketUpgrade` extractor API on this engine |
+//! | `axum` | off | [`tower_ws::axum`](mod@crate::axum): axum 0.8's `WebSocketUpgrade` extractor API on this engine |
 //!
 //! # Limits
 //!

@@ -31,6 +31,7 @@ use crate::proto;
 ///     }
 /// }
 /// # }
+/// # let _ = handle;
 /// ```
 ///
 /// Underneath is this crate's engine: [`get_mut`](Self::get_mut) and
