@@ -6,7 +6,8 @@
 #   axum: N passed, M failed
 #
 # Details go to autobahn/out/axum/. The run takes under a minute on two cores (35 s here, plus
-# the example's build); wstest is the bottleneck.
+# the example's build, which reuses the test build: all features, like autobahn/run.sh);
+# wstest is the bottleneck.
 #
 # Environment: AUTOBAHN_PROFILE (cargo profile, default dev), AUTOBAHN_VENV, AUTOBAHN_TIMEOUT
 # (seconds, default 900), as autobahn/run.sh.
@@ -29,7 +30,7 @@ if ! "$here/install.sh" >"$out/install.log" 2>&1; then
   log "installing the suite failed:"; tail -30 "$out/install.log" >&2; exit 3
 fi
 log "building autobahn_axum ($profile)"
-(cd "$root" && cargo build --locked --profile "$profile" --features axum --example autobahn_axum) \
+(cd "$root" && cargo build --locked --profile "$profile" --all-features --example autobahn_axum) \
   >"$out/build.log" 2>&1 || { log "build failed:"; tail -30 "$out/build.log" >&2; exit 3; }
 
 cases=()
