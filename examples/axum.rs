@@ -1,26 +1,30 @@
-//! A chat room in an axum 0.8 router: the WebSocket layer on one route (`/chat`), beside
-//! ordinary JSON routes and a page.
+//! A chat room in an axum 0.8 router, on the `tower_ws::axum` extractor: axum's own
+//! `WebSocketUpgrade` API, beside axum's `State`, `Query` and `ConnectInfo` extractors, JSON
+//! routes and a page.
 //!
 //! ```sh
-//! cargo run --example axum            # http://127.0.0.1:3000, open it in two tabs
+//! cargo run --example axum --features axum     # http://127.0.0.1:3000, open it in two tabs
 //! ```
 //!
 //! Every message a member sends is broadcast to every member. `/chat` uses axum's `any`
 //! method router so that HTTP/2 WebSocket handshakes (an extended CONNECT, not a GET) reach
-//! the layer; axum's `serve` enables the connect protocol when axum's `http2` feature is on.
+//! the extractor; axum's `serve` enables the connect protocol when axum's `http2` feature is on.
+//! Ctrl-C closes every member's socket with 1001 (going away) through the settings' `Shutdown`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::response::{Html, Response};
 use axum::routing::{any, get};
-use axum::{Json, Router, middleware};
+use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
-use tower_ws::{Message, Session, Shutdown, UpgradeLayer, handler_fn};
+use tower_ws::Shutdown;
+use tower_ws::axum::{Message, UpgradeSettings, WebSocket, WebSocketUpgrade};
 
 /// The chat room: a broadcast channel and a few counters.
 #[derive(Clone, Debug)]
@@ -46,14 +50,12 @@ impl Room {
     }
 }
 
-/// The application: the router, with its WebSocket sessions' shutdown handle.
+/// The application: the router, with its WebSocket sockets' shutdown handle.
 pub fn app_with_shutdown() -> (Router, Shutdown) {
-    let room = Room::new();
-    let chat = {
-        let room = room.clone();
-        UpgradeLayer::new(handler_fn(move |session| member(room.clone(), session)))
-    };
-    let shutdown = chat.shutdown_handle();
+    // Defaults: same-host origins only, tower-ws's engine limits. The handle closes every
+    // socket the `/chat` extractor upgraded.
+    let settings = UpgradeSettings::new();
+    let shutdown = settings.shutdown_handle();
     let router = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route(
@@ -62,9 +64,9 @@ pub fn app_with_shutdown() -> (Router, Shutdown) {
         )
         .route("/api/stats", get(stats))
         // `any`: the route takes the HTTP/2 handshake too, which is a CONNECT.
-        .route("/chat", any(not_a_websocket).layer(chat))
-        .with_state(room)
-        .layer(middleware::map_request(peer_address));
+        .route("/chat", any(chat))
+        .layer(settings)
+        .with_state(Room::new());
     (router, shutdown)
 }
 
@@ -80,29 +82,21 @@ async fn stats(State(room): State<Room>) -> Json<Value> {
     }))
 }
 
-async fn not_a_websocket() -> impl IntoResponse {
-    (StatusCode::UPGRADE_REQUIRED, "connect with a WebSocket\n")
-}
-
-/// Copies axum's `ConnectInfo` into a plain `SocketAddr` extension, where the layer looks for
-/// the peer address of each session's tracing span.
-async fn peer_address(mut request: Request) -> Request {
-    if let Some(ConnectInfo(peer)) = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .copied()
-    {
-        request.extensions_mut().insert(peer);
-    }
-    request
+/// The handshake: axum's extractors for the room, the query and the peer, then the upgrade.
+async fn chat(
+    ws: WebSocketUpgrade,
+    State(room): State<Room>,
+    Query(query): Query<HashMap<String, String>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let name = name(query.get("name").map(String::as_str));
+    tracing::info!(%peer, name, "member joining");
+    ws.on_upgrade(move |socket| member(room, name, socket))
 }
 
 /// The member's name: `?name=...` (letters, digits, `-` and `_`, at most 24), or `anonymous`.
-fn name(query: Option<&str>) -> String {
-    let name: String = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("name="))
+fn name(asked: Option<&str>) -> String {
+    let name: String = asked
         .unwrap_or_default()
         .chars()
         .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_'))
@@ -115,43 +109,35 @@ fn name(query: Option<&str>) -> String {
     }
 }
 
-/// One member's session: relay what they say to the room, and the room to them.
-async fn member(
-    room: Room,
-    Session {
-        mut socket,
-        handshake,
-        ..
-    }: Session,
-) -> Result<(), tower_ws::Error> {
-    let name = name(handshake.uri().query());
+/// One member's socket: relay what they say to the room, and the room to them.
+async fn member(room: Room, name: String, mut socket: WebSocket) {
     let mut lines = room.lines.subscribe();
     room.members.fetch_add(1, Ordering::Relaxed);
     room.say(format!("* {name} joined"));
-    let result = async {
-        loop {
-            tokio::select! {
-                // Both `recv`s are cancel safe: nothing is lost when the other one wins.
-                message = socket.recv() => match message {
-                    Some(Ok(Message::Text(text))) => room.say(format!("{name}: {}", text.as_str())),
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => return Err(error),
-                    None => return Ok(()),
-                },
-                line = lines.recv() => match line {
-                    Ok(line) => socket.send(line).await?,
+    loop {
+        tokio::select! {
+            // Both `recv`s are cancel safe: nothing is lost when the other one wins.
+            message = socket.recv() => match message {
+                Some(Ok(Message::Text(text))) => room.say(format!("{name}: {text}")),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            },
+            line = lines.recv() => {
+                let line = match line {
+                    Ok(line) => line,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        socket.send(format!("* you missed {missed} messages")).await?;
+                        format!("* you missed {missed} messages")
                     }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                },
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if socket.send(Message::text(line)).await.is_err() {
+                    break;
+                }
             }
         }
     }
-    .await;
     room.members.fetch_sub(1, Ordering::Relaxed);
     room.say(format!("* {name} left"));
-    result
 }
 
 #[tokio::main]
@@ -166,7 +152,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
         .parse()?;
-    let (app, sessions) = app_with_shutdown();
+    let (app, sockets) = app_with_shutdown();
     // No Nagle delays: over HTTP/2 hyper writes each frame separately (README, "HTTP/2").
     let listener =
         axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::bind(addr).await?, |tcp| {
@@ -177,12 +163,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
+    .with_graceful_shutdown(async move {
         let _ = tokio::signal::ctrl_c().await;
+        // axum's graceful shutdown does not reach upgraded connections: close the sockets
+        // (1001), refusing new handshakes meanwhile, then let axum finish.
+        sockets.shutdown(Duration::from_secs(10)).await;
     })
     .await?;
-    // axum's graceful shutdown does not reach upgraded connections: close the sessions.
-    sessions.shutdown(std::time::Duration::from_secs(10)).await;
     Ok(())
 }
 

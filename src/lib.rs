@@ -83,6 +83,7 @@
 //! | `client` | off | the client: `ClientBuilder`, a handshake over any transport, `ws://` over TCP |
 //! | `rustls` | off | `wss://` for the client, with rustls and the webpki roots |
 //! | `deflate` | off | permessage-deflate (RFC 7692), negotiated by the layer and the client: `DeflateConfig` |
+//! | `axum` | off | [`tower_ws::axum`](mod@crate::axum): axum 0.8's `WebSocketUpgrade` extractor API on this engine |
 //!
 //! # Limits
 //!
@@ -99,6 +100,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 #[cfg(feature = "client")]
 mod client;
 mod error;

@@ -13,7 +13,7 @@ use crate::future::ResponseFuture;
 use crate::handler::{Handler, Handshake};
 use crate::handshake::{self, Accepted, HandshakeError, HandshakeErrorKind, Outcome};
 use crate::layer::{Shared, UpgradeLayer};
-use crate::upgrade;
+use crate::upgrade::{self, LayerSession, SocketSetup};
 
 /// WebSocket upgrade middleware: made by [`UpgradeLayer`], see there.
 ///
@@ -128,19 +128,13 @@ impl<S, H: Handler> Upgrade<S, H> {
                 HandshakeError::new(HandshakeErrorKind::ShuttingDown),
             );
         };
-        // DEBUG, like tower-http's `TraceLayer` spans: an open span costs memory for as long as the
-        // session lives, so it exists only where someone asked to see it.
-        let span = tracing::debug_span!(
-            "websocket",
-            peer = tracing::field::Empty,
-            path = parts.uri.path(),
-            version = ?parts.version,
-            protocol = accepted.protocol.as_ref().and_then(|p| p.to_str().ok()),
-        );
-        if let Some(peer) = parts.extensions.get::<std::net::SocketAddr>() {
-            span.record("peer", tracing::field::display(peer));
-        }
+        let span = upgrade::session_span(&parts, accepted.protocol.as_ref());
         span.in_scope(|| tracing::debug!("websocket handshake accepted"));
+        let setup = SocketSetup {
+            #[cfg(feature = "deflate")]
+            deflate: accepted.deflate,
+            peer_known: parts.extensions.get::<std::net::SocketAddr>().is_some(),
+        };
         #[cfg_attr(
             not(feature = "deflate"),
             expect(unused_mut, reason = "only deflate adds to the handshake")
@@ -148,14 +142,11 @@ impl<S, H: Handler> Upgrade<S, H> {
         let mut handshake = Handshake::new(parts, accepted.protocol);
         #[cfg(feature = "deflate")]
         handshake.set_deflate(accepted.deflate);
-        upgrade::spawn(
-            on_upgrade,
+        let session = LayerSession {
+            handler: self.handler.clone(),
             handshake,
-            self.handler.clone(),
-            self.shared.config,
-            guard,
-            span,
-        );
+        };
+        upgrade::spawn(on_upgrade, session, setup, self.shared.config, guard, span);
         accepted.response
     }
 

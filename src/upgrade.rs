@@ -51,30 +51,100 @@ enum Ending {
 /// The close reason sent when the layer shuts down.
 const SHUTTING_DOWN: &str = "server shutting down";
 
+/// What a session task starts on its socket: the layer's [`Handler`] with the request's
+/// [`Handshake`] ([`LayerSession`]), or the axum extractor's callback.
+pub(crate) trait Start: Send + 'static {
+    /// What the started session's future fails with.
+    type Error: Into<BoxError>;
+    /// The session, running until it returns.
+    type Future: Future<Output = Result<(), Self::Error>> + Send + 'static;
+
+    /// Whether the session can start (a tower service's readiness).
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
+
+    /// Starts the session on `socket`.
+    fn start(self, socket: WebSocket<UpgradedIo>) -> Self::Future;
+
+    /// hyper could not hand the connection over (it is logged before this is called).
+    fn upgrade_failed(self, error: hyper::Error);
+}
+
+/// The layer's session: its [`Handler`], called with a [`Session`].
+pub(crate) struct LayerSession<H> {
+    pub(crate) handler: H,
+    pub(crate) handshake: Handshake,
+}
+
+impl<H: Handler> Start for LayerSession<H> {
+    type Error = H::Error;
+    type Future = H::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.handler.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn start(mut self, socket: WebSocket<UpgradedIo>) -> Self::Future {
+        self.handler.call(Session::new(socket, self.handshake))
+    }
+
+    fn upgrade_failed(self, _: hyper::Error) {}
+}
+
+/// How to build a session's socket, beyond the engine config: what the handshake negotiated
+/// and whether the server already named the peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SocketSetup {
+    /// permessage-deflate, if negotiated.
+    #[cfg(feature = "deflate")]
+    pub(crate) deflate: Option<crate::proto::DeflateParams>,
+    /// The request extensions held the peer's `SocketAddr` (already in the span).
+    pub(crate) peer_known: bool,
+}
+
 /// The session task: spawned when the handshake is accepted, before the response is written.
-pub(crate) fn spawn<H: Handler>(
+pub(crate) fn spawn<S: Start>(
     on_upgrade: OnUpgrade,
-    handshake: Handshake,
-    handler: H,
+    session: S,
+    setup: SocketSetup,
     config: Config,
     guard: SessionGuard,
     span: tracing::Span,
 ) {
-    tokio::spawn(run(on_upgrade, handshake, handler, config, guard).instrument(span));
+    tokio::spawn(run(on_upgrade, session, setup, config, guard).instrument(span));
 }
 
-async fn run<H: Handler>(
+/// The DEBUG-level span a session runs in (peer, path, HTTP version, subprotocol). DEBUG, like
+/// tower-http's `TraceLayer` spans: an open span costs memory for as long as the session
+/// lives, so it exists only where someone asked to see it.
+pub(crate) fn session_span(
+    parts: &http::request::Parts,
+    protocol: Option<&http::HeaderValue>,
+) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "websocket",
+        peer = tracing::field::Empty,
+        path = parts.uri.path(),
+        version = ?parts.version,
+        protocol = protocol.and_then(|p| p.to_str().ok()),
+    );
+    if let Some(peer) = parts.extensions.get::<SocketAddr>() {
+        span.record("peer", tracing::field::display(peer));
+    }
+    span
+}
+
+async fn run<S: Start>(
     on_upgrade: OnUpgrade,
-    handshake: Handshake,
-    mut handler: H,
+    mut session: S,
+    setup: SocketSetup,
     config: Config,
     guard: SessionGuard,
 ) {
     let tracker = guard.tracker();
     // Readiness first, so that nothing but hyper's small upgrade handle waits with it.
     let ready: Result<(), BoxError> =
-        match Watched::new(tracker, None, poll_fn(|cx| handler.poll_ready(cx))).await {
-            Some(ready) => ready.map_err(Into::into),
+        match Watched::new(tracker, None, poll_fn(|cx| session.poll_ready(cx))).await {
+            Some(ready) => ready,
             None => return,
         };
     let upgraded = match Watched::new(tracker, None, on_upgrade).await {
@@ -86,19 +156,20 @@ async fn run<H: Handler>(
                  completed, or the server does not hand over upgraded connections (hyper: \
                  `serve_connection(..).with_upgrades()`, or `serve_connection_with_upgrades`)"
             );
+            session.upgrade_failed(error);
             return;
         }
         None => return,
     };
     let (code, reason, parked) = if let Err(error) = ready {
         log_error("websocket handler not ready", &*error);
-        let socket = socket(upgraded, &handshake, config);
+        let socket = socket(upgraded, setup, config);
         (CloseCode::INTERNAL_ERROR, "", Some(Box::new(socket)))
     } else if tracker.is_closing() {
-        let socket = socket(upgraded, &handshake, config);
+        let socket = socket(upgraded, setup, config);
         (CloseCode::GOING_AWAY, SHUTTING_DOWN, Some(Box::new(socket)))
     } else {
-        match start(tracker, &mut handler, upgraded, handshake, config).await {
+        match start(tracker, session, upgraded, setup, config).await {
             None => {
                 tracing::debug!("websocket session dropped at the shutdown deadline");
                 return;
@@ -133,11 +204,11 @@ async fn run<H: Handler>(
 /// The session's socket over the connection hyper handed over.
 fn socket(
     upgraded: hyper::upgrade::Upgraded,
-    handshake: &Handshake,
+    setup: SocketSetup,
     config: Config,
 ) -> WebSocket<UpgradedIo> {
     let (io, read_buf) = UpgradedIo::from_upgraded(upgraded);
-    if handshake.extensions().get::<SocketAddr>().is_none()
+    if !setup.peer_known
         && let Some(peer) = io.peer_addr()
     {
         tracing::Span::current().record("peer", tracing::field::display(peer));
@@ -145,25 +216,25 @@ fn socket(
     tracing::debug!("websocket session started");
     let socket = WebSocket::from_partially_read(io, read_buf, Role::Server, config);
     #[cfg(feature = "deflate")]
-    if let Some(params) = handshake.deflate() {
-        return socket.with_deflate(*params);
+    if let Some(params) = setup.deflate {
+        return socket.with_deflate(params);
     }
     socket
 }
 
-/// Builds the socket, hands it to the handler, and returns the handler's future, watched for
+/// Builds the socket, hands it to the session, and returns the session's future, watched for
 /// shutdown, inside the [`PARKED`] scope. Synchronous, so the socket is never stored twice.
-fn start<'a, H: Handler>(
-    tracker: &'a Tracker,
-    handler: &mut H,
+fn start<S: Start>(
+    tracker: &Tracker,
+    session: S,
     upgraded: hyper::upgrade::Upgraded,
-    handshake: Handshake,
+    setup: SocketSetup,
     config: Config,
-) -> Watched<'a, tokio::task::futures::TaskLocalFuture<Parked, Drive<H::Future>>> {
-    let mut socket = socket(upgraded, &handshake, config);
+) -> Watched<'_, tokio::task::futures::TaskLocalFuture<Parked, Drive<S::Future>>> {
+    let mut socket = socket(upgraded, setup, config);
     let closer = socket.closer();
     socket.set_park(park);
-    let future = handler.call(Session::new(socket, handshake));
+    let future = session.start(socket);
     Watched::new(
         tracker,
         Some(closer),
@@ -336,6 +407,18 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
+/// The session task's future, for tests of its size.
+#[cfg(test)]
+pub(crate) fn session_task<S: Start>(
+    on_upgrade: OnUpgrade,
+    session: S,
+    setup: SocketSetup,
+    config: Config,
+    guard: SessionGuard,
+) -> impl Future<Output = ()> {
+    run(on_upgrade, session, setup, config, guard)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -355,10 +438,14 @@ mod tests {
         let guard = tracker.enter().unwrap();
         let (parts, ()) = http::Request::new(()).into_parts();
         let mut request = http::Request::new(());
+        let session = LayerSession {
+            handler,
+            handshake: Handshake::new(parts, None),
+        };
         let task = run(
             hyper::upgrade::on(&mut request),
-            Handshake::new(parts, None),
-            handler,
+            session,
+            SocketSetup::default(),
             Config::default(),
             guard,
         )

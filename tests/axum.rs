@@ -1,5 +1,5 @@
-//! The axum example's router, served by `axum::serve`: JSON routes beside the chat room, over
-//! HTTP/1.1 and HTTP/2.
+//! The axum example's router, served by `axum::serve`: JSON routes beside the chat room (on the
+//! `tower_ws::axum` extractor), over HTTP/1.1 and HTTP/2; and the layer inside axum routers.
 
 pub mod support;
 
@@ -70,10 +70,27 @@ async fn every_member_receives_every_message() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_every_member_with_1001() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (app, sockets) = example::app_with_shutdown();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut alice = connect(addr, "/chat?name=alice").await;
+    assert_eq!(next_text(&mut alice).await, "* alice joined");
+    let closing =
+        tokio::spawn(async move { sockets.shutdown(std::time::Duration::from_secs(5)).await });
+    assert_eq!(support::close_code(&mut alice).await, Some(1001));
+    // Reading on answers the close; the member's socket then ends in time.
+    assert!(bounded(alice.next()).await.is_none());
+    assert_eq!(bounded(closing).await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn the_chat_route_refuses_plain_requests_and_foreign_origins() {
     let addr = serve_example().await;
     let response = raw(addr, &handshake("GET", "/chat", &["Connection: close"])).await;
-    assert_eq!(response.status, 426);
+    assert_eq!(response.status, 400);
     let lines = [VALID.as_slice(), &["Origin: https://evil.example"]].concat();
     let response = raw(addr, &handshake("GET", "/chat", &lines)).await;
     assert_eq!(response.status, 403);

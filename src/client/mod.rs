@@ -54,6 +54,7 @@
 
 mod builder;
 mod handshake;
+mod in_process;
 mod io;
 mod rejected;
 #[cfg(feature = "rustls")]

@@ -23,7 +23,7 @@ pub(crate) mod deflate;
 mod error;
 #[cfg(feature = "http2")]
 mod h2;
-mod headers;
+pub(crate) mod headers;
 pub(crate) mod key;
 mod policy;
 mod response;
@@ -99,6 +99,46 @@ pub(crate) fn classify(parts: &Parts, rules: &Rules) -> Outcome {
 }
 
 fn check(parts: &Parts, rules: &Rules) -> Result<Option<Accepted>, HandshakeErrorKind> {
+    let Some(valid) = validate(parts, &rules.origin)? else {
+        return Ok(None);
+    };
+    let protocol = rules.protocols.select(parts);
+    if protocol.is_none() && rules.require_protocol {
+        return Err(HandshakeErrorKind::NoSubprotocol);
+    }
+    #[cfg_attr(
+        not(feature = "deflate"),
+        expect(unused_mut, reason = "only deflate adds headers")
+    )]
+    let mut response = accept_response(valid.key, protocol.clone());
+    #[cfg(feature = "deflate")]
+    let deflate = negotiate_deflate(parts, rules).map(|accepted| {
+        response
+            .headers_mut()
+            .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, accepted.response);
+        accepted.params
+    });
+    Ok(Some(Accepted {
+        response,
+        protocol,
+        #[cfg(feature = "deflate")]
+        deflate,
+    }))
+}
+
+/// A request that passed every check of a WebSocket handshake: what its answer needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Valid<'a> {
+    /// `Sec-WebSocket-Key` of an HTTP/1.1 upgrade; `None` for an HTTP/2 extended CONNECT.
+    pub(crate) key: Option<&'a HeaderValue>,
+}
+
+/// Checks a request that asks for a WebSocket against RFC 6455 (or RFC 8441) and the origin
+/// policy: `Ok(None)` when it does not ask for one.
+pub(crate) fn validate<'a>(
+    parts: &'a Parts,
+    origin: &AllowOrigin,
+) -> Result<Option<Valid<'a>>, HandshakeErrorKind> {
     let key = if is_upgrade_request(parts) {
         if parts.version < Version::HTTP_11 {
             return Err(HandshakeErrorKind::HttpVersion);
@@ -106,7 +146,7 @@ fn check(parts: &Parts, rules: &Rules) -> Result<Option<Accepted>, HandshakeErro
         if parts.method != Method::GET {
             return Err(HandshakeErrorKind::MethodNotAllowed);
         }
-        if !has_token(&parts.headers, &CONNECTION, "upgrade") {
+        if !has_connection_upgrade(parts) {
             return Err(HandshakeErrorKind::MissingConnectionUpgrade);
         }
         if !is_version_13(&parts.headers) {
@@ -126,34 +166,27 @@ fn check(parts: &Parts, rules: &Rules) -> Result<Option<Accepted>, HandshakeErro
     } else {
         return Ok(None);
     };
-    if !rules.origin.allows(parts) {
+    if !origin.allows(parts) {
         return Err(HandshakeErrorKind::OriginNotAllowed);
     }
-    let protocol = rules.protocols.select(parts);
-    if protocol.is_none() && rules.require_protocol {
-        return Err(HandshakeErrorKind::NoSubprotocol);
+    Ok(Some(Valid { key }))
+}
+
+/// The answer that accepts a valid handshake: `101 Switching Protocols` with the accept value
+/// of `key` (HTTP/1.1), or `200 OK` (HTTP/2, no key), naming `protocol` if one was chosen.
+pub(crate) fn accept_response(
+    key: Option<&HeaderValue>,
+    protocol: Option<HeaderValue>,
+) -> Response<Bytes> {
+    match key {
+        Some(key) => response::switching_protocols(key, protocol),
+        None => connect_response(protocol),
     }
-    #[cfg_attr(
-        not(feature = "deflate"),
-        expect(unused_mut, reason = "only deflate adds headers")
-    )]
-    let mut response = match key {
-        Some(key) => response::switching_protocols(key, protocol.clone()),
-        None => connect_response(protocol.clone()),
-    };
-    #[cfg(feature = "deflate")]
-    let deflate = negotiate_deflate(parts, rules).map(|accepted| {
-        response
-            .headers_mut()
-            .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, accepted.response);
-        accepted.params
-    });
-    Ok(Some(Accepted {
-        response,
-        protocol,
-        #[cfg(feature = "deflate")]
-        deflate,
-    }))
+}
+
+/// Whether `Connection` holds the `upgrade` token.
+pub(crate) fn has_connection_upgrade(parts: &Parts) -> bool {
+    has_token(&parts.headers, &CONNECTION, "upgrade")
 }
 
 /// permessage-deflate for this request: the first offer the layer's settings can honour, unless
@@ -177,17 +210,17 @@ fn negotiate_deflate(parts: &Parts, rules: &Rules) -> Option<deflate::Accepted> 
 }
 
 /// An HTTP/1.x request with `Upgrade: websocket`.
-fn is_upgrade_request(parts: &Parts) -> bool {
+pub(crate) fn is_upgrade_request(parts: &Parts) -> bool {
     parts.version < Version::HTTP_2 && has_token(&parts.headers, &UPGRADE, "websocket")
 }
 
 #[cfg(feature = "http2")]
-fn is_extended_connect(parts: &Parts) -> bool {
+pub(crate) fn is_extended_connect(parts: &Parts) -> bool {
     h2::is_extended_connect(parts)
 }
 
 #[cfg(not(feature = "http2"))]
-fn is_extended_connect(_: &Parts) -> bool {
+pub(crate) fn is_extended_connect(_: &Parts) -> bool {
     false
 }
 

@@ -2,7 +2,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use futures_core::Stream;
@@ -183,14 +183,31 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
     ///
     /// The message is queued whole or not at all: see the [type's docs](Self#cancel-safety).
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
-        let message = message.into();
-        if message.is_close() && !self.core.is_open() {
-            // A close frame already went (or is going) out: nothing to add, nothing to wait for.
-            return self.core.start_send(message);
+        let mut pending = Some(message.into());
+        poll_fn(|cx| self.poll_send(cx, &mut pending)).await
+    }
+
+    /// [`send`](Self::send) as a poll function: queues `pending` (taking it) once there is
+    /// room, then writes unless more received frames are buffered. Its state is only
+    /// `pending`, so wrappers' send futures stay as small as this one's (a session's future is
+    /// paid for by each idle socket).
+    pub(crate) fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        pending: &mut Option<Message>,
+    ) -> Poll<Result<()>> {
+        if let Some(message) = pending.as_ref() {
+            if message.is_close() && !self.core.is_open() {
+                // A close frame already went (or is going) out: nothing to add, nothing to
+                // wait for.
+                return Poll::Ready(pending.take().map_or(Ok(()), |m| self.core.start_send(m)));
+            }
+            ready!(self.core.poll_ready(cx, Side::Write))?;
+            if let Some(message) = pending.take() {
+                self.core.start_send(message)?;
+            }
         }
-        poll_fn(|cx| self.core.poll_ready(cx, Side::Write)).await?;
-        self.core.start_send(message)?;
-        poll_fn(|cx| self.core.poll_send_flush(cx, Side::Write, true)).await
+        self.core.poll_send_flush(cx, Side::Write, true)
     }
 
     /// Sends one frame of a message sent in pieces (see [`Frame`]).

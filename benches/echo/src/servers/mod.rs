@@ -22,6 +22,7 @@ mod raw;
 mod tokio_tungstenite;
 mod tokio_websockets;
 mod tower_ws_auto;
+mod tower_ws_axum;
 mod tower_ws_bare;
 mod tower_ws_layer;
 
@@ -54,6 +55,7 @@ pub(crate) struct Server {
 /// first, then its engine on a bare `TcpStream` (to show what hyper and the layer cost).
 pub(crate) const ALL: &[Server] = &[
     tower_ws_layer::SERVER,
+    tower_ws_axum::SERVER,
     tower_ws_bare::SERVER,
     tokio_websockets::SERVER,
     fastwebsockets::SERVER,
