@@ -188,7 +188,7 @@ fn table(rows: &[Row], scenarios: &[&Scenario]) -> String {
     use std::fmt::Write as _;
     let mut out = String::from(
         "Instructions per echoed message (each run's figure; in parentheses, the first run over \
-         the best peer's: lower is better).\n\n",
+         the best Rust peer's, and over uWebSockets': lower is better).\n\n",
     );
     let _ = write!(out, "| server |");
     for s in scenarios {
@@ -209,6 +209,17 @@ fn table(rows: &[Row], scenarios: &[&Scenario]) -> String {
                 .min()
         })
         .collect();
+    let reference: Vec<Option<u64>> = (0..scenarios.len())
+        .map(|i| {
+            rows.iter()
+                .filter(|r| r.0.kind == Kind::Reference)
+                .find_map(|r| first(r, i))
+        })
+        .collect();
+    let over = |v: u64, of: Option<u64>, what: &str| match of {
+        Some(b) if b > 0 => format!("{:.2}x{what}", crate::float(v) / crate::float(b)),
+        _ => String::new(),
+    };
     for row in rows {
         let name = match row.0.kind {
             Kind::Ours => format!("**{}**", row.0.name),
@@ -223,11 +234,16 @@ fn table(rows: &[Row], scenarios: &[&Scenario]) -> String {
                         .map_or_else(|_| "FAILED".to_string(), u64::to_string)
                 })
                 .collect();
-            let ratio = match (first(row, i), best[i]) {
-                (Some(v), Some(b)) if b > 0 => {
-                    format!(" ({:.2}x)", crate::float(v) / crate::float(b))
-                }
-                _ => String::new(),
+            let ratios: Vec<String> = first(row, i)
+                .map(|v| [over(v, best[i], ""), over(v, reference[i], " uWS")])
+                .into_iter()
+                .flatten()
+                .filter(|r| !r.is_empty())
+                .collect();
+            let ratio = if ratios.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", ratios.join(", "))
             };
             let _ = write!(out, " {}{ratio} |", values.join(" / "));
         }

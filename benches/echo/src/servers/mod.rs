@@ -19,10 +19,12 @@ use crate::Failure;
 mod axum;
 mod fastwebsockets;
 mod raw;
+mod sockudo_ws;
 mod tokio_tungstenite;
 mod tokio_websockets;
 mod tower_ws_bare;
 mod tower_ws_layer;
+pub(crate) mod uws;
 
 /// What a server's entry point returns: its accept loop, which runs until the process exits.
 pub(crate) type Running = Pin<Box<dyn Future<Output = io::Result<()>>>>;
@@ -36,6 +38,8 @@ pub(crate) enum Kind {
     Peer,
     /// The raw TCP echo: the physical limit.
     Raw,
+    /// uWebSockets (C++), the reference point every table compares with; not a Rust peer.
+    Reference,
 }
 
 /// A server under test.
@@ -55,11 +59,18 @@ pub(crate) const ALL: &[Server] = &[
     tower_ws_layer::SERVER,
     tower_ws_bare::SERVER,
     tokio_websockets::SERVER,
+    sockudo_ws::SERVER,
     fastwebsockets::SERVER,
     tokio_tungstenite::SERVER,
     axum::SERVER,
+    uws::SERVER,
     raw::SERVER,
 ];
+
+/// Whether `server` can run here (uWebSockets needs its prebuilt binary).
+pub(crate) fn available(server: &Server) -> bool {
+    server.kind != Kind::Reference || uws::binary().is_some()
+}
 
 /// The server called `name`.
 pub(crate) fn find(name: &str) -> Result<&'static Server, Failure> {
