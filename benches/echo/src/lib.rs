@@ -77,6 +77,7 @@ usage: cargo bench -p echo-bench --bench echo -- [COMMAND] [OPTIONS]
 commands:
   matrix (default)   every cell for every server; prints markdown tables
   count              instructions per echoed message under valgrind --tool=callgrind
+  syscalls           socket system calls per echoed message under perf stat (count's scenarios)
   list               servers, cells and count scenarios
   serve NAME ADDR    (internal) run one server; exits when stdin closes
 
@@ -410,6 +411,22 @@ fn run_count(options: &Options) -> Result<(), Failure> {
     Ok(())
 }
 
+fn run_syscalls(options: &Options) -> Result<(), Failure> {
+    let servers = chosen_servers(options)?;
+    let scenarios = select(count::SCENARIOS, options.scenarios.as_ref(), |s| s.id)?;
+    let runtime = load_generator_runtime(options.cores)?;
+    let dir = crate::target_dir().join("echo-bench").join("perf");
+    eprintln!(
+        "system calls: {} servers x {} scenarios under perf stat (files in {})",
+        servers.len(),
+        scenarios.len(),
+        dir.display()
+    );
+    let table = count::run_syscalls(&runtime, &servers, &scenarios, &dir, options.cores)?;
+    println!("{table}");
+    Ok(())
+}
+
 fn list() {
     println!("servers:");
     for s in servers::ALL {
@@ -435,6 +452,7 @@ pub fn main() {
     let result = parse_options(&args).and_then(|options| match options.command.as_str() {
         "matrix" => run_matrix(&options),
         "count" => run_count(&options),
+        "syscalls" => run_syscalls(&options),
         "list" => {
             list();
             Ok(())

@@ -139,7 +139,16 @@ impl ServerProcess {
     pub(crate) fn stop(mut self, within: Duration) -> Result<(), Failure> {
         drop(self.child.stdin.take());
         if self.external {
-            sys::terminate(self.child.id())?;
+            // Under a wrapper that forks (perf stat), the server is the wrapper's child: stop it,
+            // and the wrapper exits with it, writing its counts. Under valgrind, or alone, the
+            // server is the process itself.
+            let children = sys::children(self.child.id());
+            if children.is_empty() {
+                sys::terminate(self.child.id())?;
+            }
+            for pid in children {
+                sys::terminate(pid)?;
+            }
         }
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {

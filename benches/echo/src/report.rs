@@ -249,7 +249,11 @@ fn idle_table(out: &mut String, cell: &CellResults) {
                 );
             }
             Err(e) => {
-                let _ = writeln!(out, "| {name} | FAILED: {} | | | | | |", e.replace('|', "/"));
+                let _ = writeln!(
+                    out,
+                    "| {name} | FAILED: {} | | | | | |",
+                    e.replace('|', "/")
+                );
             }
         }
     }

@@ -56,6 +56,17 @@ pub(crate) fn terminate(pid: u32) -> io::Result<()> {
     }
 }
 
+/// The child processes of process `pid` (of its main thread), from `/proc`.
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Raises this process's soft limit on open files to its hard limit; returns the new limit.
 pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {
