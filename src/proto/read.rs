@@ -54,6 +54,11 @@ pub(crate) struct Reader {
     /// for this much, so a peer that sends large frames fills one buffer instead of an 8 KiB one
     /// that must then grow (and copy what it holds).
     last_frame: u32,
+    /// The room the next read asks for, grown while reads fill all the room they had (the peer
+    /// sends faster than `read_chunk` at a time: a burst of pipelined frames) and shrunk when
+    /// they come back far from full; 0 while reads fit in `read_chunk`. One read then takes
+    /// in a whole burst, and its answers leave in one write.
+    read_size: u32,
 }
 
 impl Reader {
@@ -189,6 +194,8 @@ impl Reader {
             let expected = self.last_frame as usize + frame::MAX_HEADER_LEN;
             (read_chunk.max(expected), expected.max(MIN_READ))
         };
+        let grown = self.read_size as usize;
+        let (want, need) = (want.max(grown), need.max(grown));
         if self.buf.capacity() - self.buf.len() < need {
             if self.buf.capacity() == 0 {
                 self.buf = pool::take(pool::Kind::Read, want);
@@ -196,11 +203,36 @@ impl Reader {
                 self.buf.reserve(want);
             }
         }
+        let room = self.buf.capacity() - self.buf.len();
         let result = pin!(io.read_buf(&mut self.buf)).poll(cx);
-        if result.is_pending() && self.buf.is_empty() {
-            pool::give_back(pool::Kind::Read, &mut self.buf);
+        match result {
+            Poll::Ready(Ok(n)) if n > 0 => self.adapt_read_size(n, room, read_chunk),
+            Poll::Pending if self.buf.is_empty() => {
+                pool::give_back(pool::Kind::Read, &mut self.buf);
+            }
+            _ => {}
         }
         result
+    }
+
+    /// Grows the next read's room after a read that filled all of `room` (more was likely
+    /// waiting), up to 256 KiB; halves it after one that filled under a quarter of it.
+    fn adapt_read_size(&mut self, read: usize, room: usize, read_chunk: usize) {
+        let limit = LARGE_READ.max(read_chunk);
+        let grown = self.read_size as usize;
+        let next = if read >= room {
+            room.saturating_mul(2).min(limit)
+        } else if read < grown / 4 {
+            grown / 2
+        } else {
+            grown
+        };
+        // At or under `read_chunk` the usual sizing applies.
+        self.read_size = if next <= read_chunk {
+            0
+        } else {
+            u32::try_from(next).unwrap_or(u32::MAX)
+        };
     }
 
     /// Drops every buffered byte (used once the connection no longer parses input).
@@ -326,6 +358,29 @@ mod tests {
                 limit: 255
             }
         );
+    }
+
+    #[test]
+    fn read_size_grows_while_reads_fill_and_falls_back_when_they_do_not() {
+        let chunk = 8 << 10;
+        let mut r = Reader::default();
+        r.adapt_read_size(chunk, chunk, chunk);
+        assert_eq!(r.read_size as usize, 2 * chunk);
+        r.adapt_read_size(2 * chunk, 2 * chunk, chunk);
+        assert_eq!(r.read_size as usize, 4 * chunk);
+        // Capped at 256 KiB.
+        r.adapt_read_size(LARGE_READ, LARGE_READ, chunk);
+        r.adapt_read_size(LARGE_READ * 2, LARGE_READ * 2, chunk);
+        assert_eq!(r.read_size as usize, LARGE_READ);
+        // A read that is not far from full keeps the size; a small one halves it.
+        r.adapt_read_size(LARGE_READ / 2, LARGE_READ, chunk);
+        assert_eq!(r.read_size as usize, LARGE_READ);
+        r.adapt_read_size(100, LARGE_READ, chunk);
+        assert_eq!(r.read_size as usize, LARGE_READ / 2);
+        for _ in 0..8 {
+            r.adapt_read_size(100, chunk, chunk);
+        }
+        assert_eq!(r.read_size, 0, "back to the usual sizing");
     }
 
     #[test]
