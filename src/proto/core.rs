@@ -467,7 +467,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                     self.deferred_pong = Some(payload.clone());
                 } else if self.config.auto_pong && matches!(self.state, State::Open) {
                     self.queue(OpCode::Pong, payload.clone());
-                    if !self.reader.has_complete_frame(&self.rules) {
+                    if !self.reader.has_complete_frame() {
                         // Answer now rather than when the application next reads. A write
                         // error surfaces on the next read or send.
                         let _ = self.try_flush(cx, Side::Read);
@@ -784,8 +784,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
     /// application is about to read them and will likely answer; the answers go out together)
     /// and the queue is under the flush threshold.
     pub(crate) fn should_flush_after_send(&self) -> bool {
-        self.writer.len() >= self.config.flush_threshold
-            || !self.reader.has_complete_frame(&self.rules)
+        self.writer.len() >= self.config.flush_threshold || !self.reader.has_complete_frame()
     }
 
     /// Writes after a `send`. Under [`Backpressure::Wait`] everything queued is written (unless
