@@ -135,7 +135,10 @@ async fn run<H: Handler>(
 
 /// The value out of `boxed`, the box freed now (moving out of a box in place would free it
 /// only when the task ends).
-#[expect(clippy::boxed_local, reason = "taking the box is the point: it is freed on return")]
+#[expect(
+    clippy::boxed_local,
+    reason = "taking the box is the point: it is freed on return"
+)]
 fn unbox<T>(boxed: Box<T>) -> T {
     *boxed
 }
