@@ -138,13 +138,15 @@ pub(crate) struct Core<Io> {
     signal_waker: Option<Waker>,
     /// The latest ping's payload, held while the write queue is over its high-water mark: RFC
     /// 6455 section 5.5.3 lets an endpoint answer only the most recent of unanswered pings, so a
-    /// ping flood from a peer that does not read costs one pong, not a growing queue.
-    deferred_pong: Option<Bytes>,
+    /// ping flood from a peer that does not read costs one pong, not a growing queue. Boxed,
+    /// like the other rarely used parts: the connection's state is paid per idle socket.
+    deferred_pong: Option<Box<Bytes>>,
     /// A message being sent in pieces with `send_frame`.
     sending_pieces: Option<Pieces>,
     /// permessage-deflate, when negotiated (never without the `deflate` feature).
     deflate: Option<Box<Codec>>,
-    shared_waker: Option<(Arc<SharedWaker>, Waker)>,
+    /// Set when the connection is split: both halves' wakers.
+    shared_waker: Option<Box<(Arc<SharedWaker>, Waker)>>,
     park: Option<ParkFn<Io>>,
 }
 
@@ -244,7 +246,7 @@ impl<Io> Core<Io> {
     pub(crate) fn enable_shared_waker(&mut self) {
         let shared = Arc::new(SharedWaker::default());
         let waker = Waker::from(shared.clone());
-        self.shared_waker = Some((shared, waker));
+        self.shared_waker = Some(Box::new((shared, waker)));
     }
 
     /// Moves the connection out of `self` (leaving `placeholder` as its transport), if it is
@@ -362,7 +364,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
         side: Side,
         f: impl FnOnce(&mut WriteQueue, &mut Io, &mut Context<'_>) -> Poll<R>,
     ) -> Poll<R> {
-        match &self.shared_waker {
+        match self.shared_waker.as_deref() {
             None => f(&mut self.writer, &mut self.io, cx),
             Some((shared, waker)) => {
                 shared.register(side, cx.waker());
@@ -422,7 +424,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                 if let Some(payload) = self.deferred_pong.take()
                     && matches!(self.state, State::Open)
                 {
-                    self.queue(OpCode::Pong, payload);
+                    self.queue(OpCode::Pong, *payload);
                 }
                 continue;
             }
@@ -464,10 +466,14 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                     && matches!(self.state, State::Open)
                     && self.writer.len() >= self.config.write_high_water
                 {
-                    self.deferred_pong = Some(payload.clone());
+                    // Replaced in place: a ping flood allocates once.
+                    match &mut self.deferred_pong {
+                        Some(slot) => **slot = payload.clone(),
+                        None => self.deferred_pong = Some(Box::new(payload.clone())),
+                    }
                 } else if self.config.auto_pong && matches!(self.state, State::Open) {
                     self.queue(OpCode::Pong, payload.clone());
-                    if !self.reader.has_complete_frame(&self.rules) {
+                    if !self.reader.has_complete_frame() {
                         // Answer now rather than when the application next reads. A write
                         // error surfaces on the next read or send.
                         let _ = self.try_flush(cx, Side::Read);
@@ -784,8 +790,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
     /// application is about to read them and will likely answer; the answers go out together)
     /// and the queue is under the flush threshold.
     pub(crate) fn should_flush_after_send(&self) -> bool {
-        self.writer.len() >= self.config.flush_threshold
-            || !self.reader.has_complete_frame(&self.rules)
+        self.writer.len() >= self.config.flush_threshold || !self.reader.has_complete_frame()
     }
 
     /// Writes after a `send`. Under [`Backpressure::Wait`] everything queued is written (unless

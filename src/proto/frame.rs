@@ -190,6 +190,27 @@ pub(crate) fn decode_header(
 }
 
 /// Appends the encoded header to `out` (at most [`MAX_HEADER_LEN`] bytes).
+/// The whole length (header and payload) of the frame at the front of `buf`, once enough of its
+/// header has arrived to tell: a quick look for deciding whether more input is already waiting,
+/// without [`decode_header`]'s checks (a frame that breaks a rule fails when it is decoded).
+pub(crate) fn frame_len(buf: &[u8]) -> Option<u64> {
+    let [_, b1, rest @ ..] = buf else {
+        return None;
+    };
+    let mask_len = if b1 & 0x80 != 0 { 4 } else { 0 };
+    match b1 & 0x7f {
+        126 => {
+            let (ext, _) = rest.split_first_chunk::<2>()?;
+            Some(4 + mask_len + u64::from(u16::from_be_bytes(*ext)))
+        }
+        127 => {
+            let (ext, _) = rest.split_first_chunk::<8>()?;
+            Some((10 + mask_len).saturating_add(u64::from_be_bytes(*ext)))
+        }
+        len7 => Some(2 + mask_len + u64::from(len7)),
+    }
+}
+
 pub(crate) fn encode_header(header: &FrameHeader, out: &mut impl BufMut) {
     out.put_u8((u8::from(header.fin) << 7) | ((header.rsv & 0b111) << 4) | header.opcode.as_u8());
     let mask_bit = if header.mask.is_some() { 0x80 } else { 0 };
@@ -221,6 +242,28 @@ mod tests {
         expect_masked: false,
         ..SERVER
     };
+
+    #[test]
+    fn frame_len_agrees_with_decode_header_for_every_length_form() {
+        for len in [0, 1, 125, 126, 300, 65_535, 65_536, 1 << 40] {
+            for mask in [None, Some([1, 2, 3, 4])] {
+                let mut wire = Vec::new();
+                encode_header(&header(OpCode::Binary, len, mask), &mut wire);
+                let rules = if mask.is_some() { SERVER } else { CLIENT };
+                let (_, header_len) = decode_header(&wire, &rules).unwrap().unwrap();
+                assert_eq!(frame_len(&wire), Some(header_len as u64 + len));
+                // Until the length fields have arrived, it cannot tell.
+                let len_fields = match len {
+                    0..=125 => 2,
+                    126..=65_535 => 4,
+                    _ => 10,
+                };
+                for cut in 0..len_fields {
+                    assert_eq!(frame_len(&wire[..cut]), None, "len {len} cut {cut}");
+                }
+            }
+        }
+    }
 
     fn header(opcode: OpCode, len: u64, mask: Option<[u8; 4]>) -> FrameHeader {
         FrameHeader {

@@ -54,6 +54,11 @@ pub(crate) struct Reader {
     /// for this much, so a peer that sends large frames fills one buffer instead of an 8 KiB one
     /// that must then grow (and copy what it holds).
     last_frame: u32,
+    /// The room the next read asks for, grown while reads fill all the room they had (the peer
+    /// sends faster than `read_chunk` at a time: a burst of pipelined frames) and shrunk when
+    /// they come back far from full; 0 while reads fit in `read_chunk`. One read then takes
+    /// in a whole burst, and its answers leave in one write.
+    read_size: u32,
 }
 
 impl Reader {
@@ -145,18 +150,13 @@ impl Reader {
     }
 
     /// Whether a complete frame is already buffered, so the application will be handed more
-    /// without waiting for the peer.
-    pub(crate) fn has_complete_frame(&self, rules: &HeaderRules) -> bool {
+    /// without waiting for the peer. (It looks at the length fields only: a frame that breaks a
+    /// rule is reported by the next [`next_event`](Self::next_event), whatever this says.)
+    pub(crate) fn has_complete_frame(&self) -> bool {
+        let buffered = self.buf.len() as u64;
         match self.partial {
-            Some(p) => self.buf.len() as u64 >= p.header.payload_len,
-            None => match frame::decode_header(&self.buf, rules) {
-                Ok(Some((header, header_len))) => {
-                    (self.buf.len() - header_len) as u64 >= header.payload_len
-                }
-                // An error is reported by the next read; a caller waiting on it should not wait.
-                Err(_) => true,
-                Ok(None) => false,
-            },
+            Some(p) => buffered >= p.header.payload_len,
+            None => frame::frame_len(&self.buf).is_some_and(|len| buffered >= len),
         }
     }
 
@@ -189,6 +189,8 @@ impl Reader {
             let expected = self.last_frame as usize + frame::MAX_HEADER_LEN;
             (read_chunk.max(expected), expected.max(MIN_READ))
         };
+        let grown = self.read_size as usize;
+        let (want, need) = (want.max(grown), need.max(grown));
         if self.buf.capacity() - self.buf.len() < need {
             if self.buf.capacity() == 0 {
                 self.buf = pool::take(pool::Kind::Read, want);
@@ -196,11 +198,36 @@ impl Reader {
                 self.buf.reserve(want);
             }
         }
+        let room = self.buf.capacity() - self.buf.len();
         let result = pin!(io.read_buf(&mut self.buf)).poll(cx);
-        if result.is_pending() && self.buf.is_empty() {
-            pool::give_back(pool::Kind::Read, &mut self.buf);
+        match result {
+            Poll::Ready(Ok(n)) if n > 0 => self.adapt_read_size(n, room, read_chunk),
+            Poll::Pending if self.buf.is_empty() => {
+                pool::give_back(pool::Kind::Read, &mut self.buf);
+            }
+            _ => {}
         }
         result
+    }
+
+    /// Grows the next read's room after a read that filled all of `room` (more was likely
+    /// waiting), up to 256 KiB; halves it after one that filled under a quarter of it.
+    fn adapt_read_size(&mut self, read: usize, room: usize, read_chunk: usize) {
+        let limit = LARGE_READ.max(read_chunk);
+        let grown = self.read_size as usize;
+        let next = if read >= room {
+            room.saturating_mul(2).min(limit)
+        } else if read < grown / 4 {
+            grown / 2
+        } else {
+            grown
+        };
+        // At or under `read_chunk` the usual sizing applies.
+        self.read_size = if next <= read_chunk {
+            0
+        } else {
+            u32::try_from(next).unwrap_or(u32::MAX)
+        };
     }
 
     /// Drops every buffered byte (used once the connection no longer parses input).
@@ -329,15 +356,34 @@ mod tests {
     }
 
     #[test]
+    fn read_size_grows_while_reads_fill_and_falls_back_when_they_do_not() {
+        let chunk = 8 << 10;
+        let mut r = Reader::default();
+        r.adapt_read_size(chunk, chunk, chunk);
+        assert_eq!(r.read_size as usize, 2 * chunk);
+        r.adapt_read_size(2 * chunk, 2 * chunk, chunk);
+        assert_eq!(r.read_size as usize, 4 * chunk);
+        // Capped at 256 KiB.
+        r.adapt_read_size(LARGE_READ, LARGE_READ, chunk);
+        r.adapt_read_size(LARGE_READ * 2, LARGE_READ * 2, chunk);
+        assert_eq!(r.read_size as usize, LARGE_READ);
+        // A read that is not far from full keeps the size; a small one halves it.
+        r.adapt_read_size(LARGE_READ / 2, LARGE_READ, chunk);
+        assert_eq!(r.read_size as usize, LARGE_READ);
+        r.adapt_read_size(100, LARGE_READ, chunk);
+        assert_eq!(r.read_size as usize, LARGE_READ / 2);
+        for _ in 0..8 {
+            r.adapt_read_size(100, chunk, chunk);
+        }
+        assert_eq!(r.read_size, 0, "back to the usual sizing");
+    }
+
+    #[test]
     fn complete_frame_detection_matches_parsing() {
         let wire = masked_frame(OpCode::Binary, true, &[7; 300]);
         for cut in 0..=wire.len() {
             let r = Reader::with_buffered(BytesMut::from(&wire[..cut]));
-            assert_eq!(
-                r.has_complete_frame(&SERVER),
-                cut == wire.len(),
-                "cut {cut}"
-            );
+            assert_eq!(r.has_complete_frame(), cut == wire.len(), "cut {cut}");
         }
     }
 }

@@ -92,7 +92,39 @@ fn total_ir(path: &Path) -> Result<u64, Failure> {
         .ok_or_else(|| Failure::new(format!("no totals in {}", path.display())))
 }
 
-/// Instructions the server executes in a run of `messages` messages of `scenario`.
+/// What a counted run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tool {
+    /// User-space instructions, under `valgrind --tool=callgrind`.
+    Instructions,
+    /// System calls that read or write the sockets, under `perf stat` (`SYSCALLS`).
+    Syscalls,
+}
+
+/// The system calls `Tool::Syscalls` counts: tokio reads with `recv` (`recvfrom`), writes with
+/// `send` (`sendto`) and vectored writes with `writev`.
+pub(crate) const SYSCALLS: [&str; 3] = [
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_writev",
+];
+
+/// The counts `perf stat -x,` wrote to `path`, in `SYSCALLS` order.
+fn perf_counts(path: &Path) -> Result<Vec<u64>, Failure> {
+    let text = std::fs::read_to_string(path)?;
+    SYSCALLS
+        .iter()
+        .map(|event| {
+            text.lines()
+                .find(|l| l.contains(event))
+                .and_then(|l| l.split(',').next()?.trim().parse().ok())
+                .ok_or_else(|| Failure::new(format!("no {event} count in {}", path.display())))
+        })
+        .collect()
+}
+
+/// What the server does in a run of `messages` messages of `scenario`: its instruction count,
+/// or its counts of `SYSCALLS`.
 fn count_run(
     runtime: &tokio::runtime::Runtime,
     server: &Server,
@@ -100,17 +132,33 @@ fn count_run(
     messages: u64,
     dir: &Path,
     cores: Cores,
-) -> Result<u64, Failure> {
-    let out = dir.join(format!(
-        "{}.{}.{messages}.callgrind",
-        server.name, scenario.id
-    ));
-    let wrapper = [
-        "valgrind".to_string(),
-        "--tool=callgrind".to_string(),
-        "-q".to_string(),
-        format!("--callgrind-out-file={}", out.display()),
-    ];
+    tool: Tool,
+) -> Result<Vec<u64>, Failure> {
+    let (wrapper, out) = match tool {
+        Tool::Instructions => {
+            let out = dir.join(format!(
+                "{}.{}.{messages}.callgrind",
+                server.name, scenario.id
+            ));
+            let wrapper = vec![
+                "valgrind".to_string(),
+                "--tool=callgrind".to_string(),
+                "-q".to_string(),
+                format!("--callgrind-out-file={}", out.display()),
+            ];
+            (wrapper, out)
+        }
+        Tool::Syscalls => {
+            let out = dir.join(format!("{}.{}.{messages}.perf", server.name, scenario.id));
+            let mut wrapper: Vec<String> = ["perf", "stat", "-x,", "-o"].map(String::from).to_vec();
+            wrapper.push(out.display().to_string());
+            for event in SYSCALLS {
+                wrapper.extend(["-e".to_string(), event.to_string()]);
+            }
+            wrapper.push("--".to_string());
+            (wrapper, out)
+        }
+    };
     let process = ServerProcess::start(
         server.name,
         cores.server,
@@ -133,7 +181,72 @@ fn count_run(
         )));
     }
     process.stop(Duration::from_secs(120))?;
-    total_ir(&out)
+    match tool {
+        Tool::Instructions => Ok(vec![total_ir(&out)?]),
+        Tool::Syscalls => perf_counts(&out),
+    }
+}
+
+/// System calls per echoed message (`SYSCALLS`, each as `(count(m2) - count(m1)) / (m2 - m1)`)
+/// for every server and scenario, as a markdown table.
+pub(crate) fn run_syscalls(
+    runtime: &tokio::runtime::Runtime,
+    servers: &[&'static Server],
+    scenarios: &[&'static Scenario],
+    dir: &Path,
+    cores: Cores,
+) -> Result<String, Failure> {
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let mut out = String::from(
+        "System calls per echoed message: `recvfrom` / `sendto` / `writev` (perf stat, the \
+         difference of two runs over the difference of their message counts).\n\n| server |",
+    );
+    for s in scenarios {
+        let _ = write!(out, " {} |", s.title);
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in scenarios {
+        let _ = write!(out, "---:|");
+    }
+    out.push('\n');
+    for &server in servers {
+        let _ = write!(out, "| {} |", server.name);
+        for &scenario in scenarios {
+            let per_message = count_run(
+                runtime,
+                server,
+                scenario,
+                scenario.m1,
+                dir,
+                cores,
+                Tool::Syscalls,
+            )
+            .and_then(|c1| {
+                let c2 = count_run(
+                    runtime,
+                    server,
+                    scenario,
+                    scenario.m2,
+                    dir,
+                    cores,
+                    Tool::Syscalls,
+                )?;
+                let n = crate::float(scenario.m2 - scenario.m1);
+                Ok(c1
+                    .iter()
+                    .zip(&c2)
+                    .map(|(a, b)| format!("{:.3}", crate::float(b.saturating_sub(*a)) / n))
+                    .collect::<Vec<_>>()
+                    .join(" / "))
+            });
+            let cell = per_message.unwrap_or_else(|e| format!("FAILED: {e}"));
+            eprintln!("  {:<18} {:<20} {cell}", server.name, scenario.title);
+            let _ = write!(out, " {cell} |");
+        }
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// Instructions per echoed message for every server and scenario; `runs` repetitions each, so
@@ -161,11 +274,20 @@ pub(crate) fn run(
         for &scenario in scenarios {
             let mut counts = Vec::new();
             for _ in 0..runs {
-                let per_message = count_run(runtime, server, scenario, scenario.m1, dir, cores)
-                    .and_then(|ir1| {
-                        let ir2 = count_run(runtime, server, scenario, scenario.m2, dir, cores)?;
-                        Ok(ir2.saturating_sub(ir1) / (scenario.m2 - scenario.m1))
-                    });
+                let tool = Tool::Instructions;
+                let per_message = count_run(
+                    runtime,
+                    server,
+                    scenario,
+                    scenario.m1,
+                    dir,
+                    cores,
+                    tool,
+                )
+                .and_then(|ir1| {
+                    let ir2 = count_run(runtime, server, scenario, scenario.m2, dir, cores, tool)?;
+                    Ok(ir2[0].saturating_sub(ir1[0]) / (scenario.m2 - scenario.m1))
+                });
                 match &per_message {
                     Ok(n) => eprintln!(
                         "  {:<18} {:<20} {n} instructions per message",
@@ -188,7 +310,7 @@ fn table(rows: &[Row], scenarios: &[&Scenario]) -> String {
     use std::fmt::Write as _;
     let mut out = String::from(
         "Instructions per echoed message (each run's figure; in parentheses, the first run over \
-         the best peer's: lower is better).\n\n",
+         the best Rust peer's, and over uWebSockets': lower is better).\n\n",
     );
     let _ = write!(out, "| server |");
     for s in scenarios {
@@ -209,6 +331,17 @@ fn table(rows: &[Row], scenarios: &[&Scenario]) -> String {
                 .min()
         })
         .collect();
+    let reference: Vec<Option<u64>> = (0..scenarios.len())
+        .map(|i| {
+            rows.iter()
+                .filter(|r| r.0.kind == Kind::Reference)
+                .find_map(|r| first(r, i))
+        })
+        .collect();
+    let over = |v: u64, of: Option<u64>, what: &str| match of {
+        Some(b) if b > 0 => format!("{:.2}x{what}", crate::float(v) / crate::float(b)),
+        _ => String::new(),
+    };
     for row in rows {
         let name = match row.0.kind {
             Kind::Ours => format!("**{}**", row.0.name),
@@ -223,11 +356,16 @@ fn table(rows: &[Row], scenarios: &[&Scenario]) -> String {
                         .map_or_else(|_| "FAILED".to_string(), u64::to_string)
                 })
                 .collect();
-            let ratio = match (first(row, i), best[i]) {
-                (Some(v), Some(b)) if b > 0 => {
-                    format!(" ({:.2}x)", crate::float(v) / crate::float(b))
-                }
-                _ => String::new(),
+            let ratios: Vec<String> = first(row, i)
+                .map(|v| [over(v, best[i], ""), over(v, reference[i], " uWS")])
+                .into_iter()
+                .flatten()
+                .filter(|r| !r.is_empty())
+                .collect();
+            let ratio = if ratios.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", ratios.join(", "))
             };
             let _ = write!(out, " {}{ratio} |", values.join(" / "));
         }

@@ -80,6 +80,7 @@ commands:
   matrix (default)   every cell for every server; prints markdown tables
   count              instructions per echoed message under valgrind --tool=callgrind
   paths              tower-ws over HTTP/1.1 and over HTTP/2 (h2c extended CONNECT), side by side
+  syscalls           socket system calls per echoed message under perf stat (count's scenarios)
   list               servers, cells and count scenarios
   serve NAME ADDR    (internal) run one server; exits when stdin closes
 
@@ -106,6 +107,9 @@ count options:
   --runs N           repetitions of each count (default 1)
 
 both:
+  --uws PATH         the uWebSockets echo binary (default: $ECHO_BENCH_UWS, else
+                     shared/peers/uws/uws-echo beside the repository or a parent of it);
+                     without one, uWebSockets is left out
   --server-core N    core for the servers (default 0)
   --client-core N    core for the load generator (default 1)
 ";
@@ -182,6 +186,7 @@ fn parse_options(args: &[String]) -> Result<Options, Failure> {
             "--out" => options.out = Some(flag_value::<String>(&mut iter, name)?.into()),
             "--server-core" => options.cores.server = flag_value(&mut iter, name)?,
             "--client-core" => options.cores.client = flag_value(&mut iter, name)?,
+            "--uws" => servers::uws::choose(flag_value::<String>(&mut iter, name)?.into()),
             "--core" => options.core = Some(flag_value(&mut iter, name)?),
             "-h" | "--help" => options.command = "help".into(),
             flag if flag.starts_with('-') => {
@@ -233,6 +238,21 @@ fn select<T>(
         .iter()
         .filter(|x| names.iter().any(|n| n == id(x)))
         .collect())
+}
+
+/// The servers to run: the named ones, or every one that can run here.
+fn chosen_servers(options: &Options) -> Result<Vec<&'static servers::Server>, Failure> {
+    let mut chosen = select(servers::ALL, options.servers.as_ref(), |s| s.name)?;
+    if options.servers.is_none() {
+        chosen.retain(|s| {
+            let here = servers::available(s);
+            if !here {
+                eprintln!("{}: not found here, left out (see --uws)", s.name);
+            }
+            here
+        });
+    }
+    Ok(chosen)
 }
 
 /// The load generator's process: pinned to its core, with room for 10,000 sockets.
@@ -312,7 +332,7 @@ fn chosen_cells(options: &Options) -> Result<Vec<&'static matrix::Cell>, Failure
 
 fn run_matrix(options: &Options) -> Result<(), Failure> {
     let cells = chosen_cells(options)?;
-    let servers = select(servers::ALL, options.servers.as_ref(), |s| s.name)?;
+    let servers = chosen_servers(options)?;
     let runtime = load_generator_runtime(options.cores)?;
     let timing = options.timing;
     eprintln!(
@@ -438,7 +458,7 @@ fn run_paths(options: &Options) -> Result<(), Failure> {
 }
 
 fn run_count(options: &Options) -> Result<(), Failure> {
-    let servers = select(servers::ALL, options.servers.as_ref(), |s| s.name)?;
+    let servers = chosen_servers(options)?;
     let scenarios = select(count::SCENARIOS, options.scenarios.as_ref(), |s| s.id)?;
     let runtime = load_generator_runtime(options.cores)?;
     let dir = count::default_dir();
@@ -457,6 +477,22 @@ fn run_count(options: &Options) -> Result<(), Failure> {
         &dir,
         options.cores,
     )?;
+    println!("{table}");
+    Ok(())
+}
+
+fn run_syscalls(options: &Options) -> Result<(), Failure> {
+    let servers = chosen_servers(options)?;
+    let scenarios = select(count::SCENARIOS, options.scenarios.as_ref(), |s| s.id)?;
+    let runtime = load_generator_runtime(options.cores)?;
+    let dir = crate::target_dir().join("echo-bench").join("perf");
+    eprintln!(
+        "system calls: {} servers x {} scenarios under perf stat (files in {})",
+        servers.len(),
+        scenarios.len(),
+        dir.display()
+    );
+    let table = count::run_syscalls(&runtime, &servers, &scenarios, &dir, options.cores)?;
     println!("{table}");
     Ok(())
 }
@@ -499,6 +535,7 @@ pub fn main() {
         "matrix" => run_matrix(&options),
         "count" => run_count(&options),
         "paths" => run_paths(&options),
+        "syscalls" => run_syscalls(&options),
         "list" => {
             list();
             Ok(())

@@ -86,6 +86,43 @@ pub(crate) const CELLS: &[Cell] = &[
         title: "long text: 10 connections x 64 KiB (UTF-8 validated)",
         workload: echo(10, 1, 64 << 10, true),
     },
+    // The cells of issue 12, against uWebSockets: small frames on one and 64 connections, one
+    // and 16 in flight, and large messages on 64 connections.
+    Cell {
+        id: "1x16b",
+        title: "1 connection x 16 B",
+        workload: echo(1, 1, 16, false),
+    },
+    Cell {
+        id: "1x16x16b",
+        title: "pipelined: 1 connection x 16 in flight x 16 B",
+        workload: echo(1, 16, 16, false),
+    },
+    Cell {
+        id: "64x16b",
+        title: "64 connections x 16 B",
+        workload: echo(64, 1, 16, false),
+    },
+    Cell {
+        id: "1x16x1k",
+        title: "pipelined: 1 connection x 16 in flight x 1 KiB",
+        workload: echo(1, 16, 1 << 10, false),
+    },
+    Cell {
+        id: "64x1k",
+        title: "64 connections x 1 KiB",
+        workload: echo(64, 1, 1 << 10, false),
+    },
+    Cell {
+        id: "64x64k",
+        title: "large: 64 connections x 64 KiB",
+        workload: echo(64, 1, 64 << 10, false),
+    },
+    Cell {
+        id: "64x1m",
+        title: "large: 64 connections x 1 MiB",
+        workload: echo(64, 1, 1 << 20, false),
+    },
     Cell {
         id: "idle",
         title: "idle memory: RSS per open idle socket",

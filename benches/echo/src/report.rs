@@ -2,7 +2,7 @@
 //!
 //! Per cell and server: messages/s, MB/s, round-trip p50 and p99, the server's CPU share, echoed
 //! messages per server CPU-second (with its spread over the rounds), and that figure as a ratio
-//! to the best peer of the cell and to the raw TCP echo. Ratios are the claim; absolute numbers
+//! to uWebSockets, to the best Rust peer of the cell and to the raw TCP echo. Ratios are the claim; absolute numbers
 //! move with the machine and its neighbours.
 
 use std::fmt::Write as _;
@@ -139,16 +139,20 @@ fn echo_table(out: &mut String, cell: &CellResults) {
         .iter()
         .filter(|(e, _)| e.server.kind == Kind::Raw)
         .find_map(|(_, s)| s.as_ref().ok().map(|s| s.per_cpu_second));
+    let reference = summaries
+        .iter()
+        .filter(|(e, _)| e.server.kind == Kind::Reference)
+        .find_map(|(_, s)| s.as_ref().ok().map(|s| s.per_cpu_second));
     let _ = writeln!(
         out,
-        "| server | msgs/s | MB/s | p50 | p99 | server CPU | load gen CPU | msgs per server CPU-s | spread | x best peer{} | x raw TCP |",
+        "| server | msgs/s | MB/s | p50 | p99 | server CPU | load gen CPU | msgs per server CPU-s | spread | x uWebSockets | x best Rust peer{} | x raw TCP |",
         best_peer
             .map(|(name, _)| format!(" ({name})"))
             .unwrap_or_default()
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (entry, summary) in &summaries {
         let name = match entry.server.kind {
@@ -159,7 +163,7 @@ fn echo_table(out: &mut String, cell: &CellResults) {
             Ok(s) => {
                 let _ = writeln!(
                     out,
-                    "| {name} | {} | {:.1} | {} | {} | {:.0}% | {:.0}% | {} | ±{:.0}% | {} | {} |",
+                    "| {name} | {} | {:.1} | {} | {} | {:.0}% | {:.0}% | {} | ±{:.0}% | {} | {} | {} |",
                     si(s.rate),
                     s.mbps,
                     micros(s.p50),
@@ -168,6 +172,7 @@ fn echo_table(out: &mut String, cell: &CellResults) {
                     s.client_share * 100.0,
                     si(s.per_cpu_second),
                     s.spread * 100.0,
+                    ratio(s.per_cpu_second, reference),
                     ratio(s.per_cpu_second, best_peer.map(|b| b.1)),
                     ratio(s.per_cpu_second, raw),
                 );
@@ -176,7 +181,7 @@ fn echo_table(out: &mut String, cell: &CellResults) {
             Err(e) => {
                 let _ = writeln!(
                     out,
-                    "| {name} | FAILED: {} | | | | | | | | | |",
+                    "| {name} | FAILED: {} | | | | | | | | | | |",
                     e.replace('|', "/")
                 );
             }
@@ -199,6 +204,10 @@ fn idle_table(out: &mut String, cell: &CellResults) {
         .iter()
         .filter(|(e, _)| e.server.kind == Kind::Raw)
         .find_map(|(_, s)| s.as_ref().ok().map(|s| s.0));
+    let reference = summaries
+        .iter()
+        .filter(|(e, _)| e.server.kind == Kind::Reference)
+        .find_map(|(_, s)| s.as_ref().ok().map(|s| s.0));
     let sockets = cell
         .entries
         .iter()
@@ -214,12 +223,12 @@ fn idle_table(out: &mut String, cell: &CellResults) {
     );
     let _ = writeln!(
         out,
-        "| server | RSS per idle socket | server RSS before → after | x best peer{} | x raw TCP |",
+        "| server | RSS per idle socket | bytes | server RSS before → after | x uWebSockets | x best Rust peer{} | x raw TCP |",
         best_peer
             .map(|(name, _)| format!(" ({name})"))
             .unwrap_or_default()
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for (entry, summary) in &summaries {
         let name = match entry.server.kind {
             Kind::Ours => format!("**{}**", entry.server.name),
@@ -229,16 +238,22 @@ fn idle_table(out: &mut String, cell: &CellResults) {
             Ok((per_socket, before, after)) => {
                 let _ = writeln!(
                     out,
-                    "| {name} | {:.2} KiB | {:.1} → {:.1} MiB | {} | {} |",
+                    "| {name} | {:.2} KiB | {:.0} | {:.1} → {:.1} MiB | {} | {} | {} |",
                     per_socket / 1024.0,
+                    per_socket,
                     float(*before) / f64::from(1 << 20),
                     float(*after) / f64::from(1 << 20),
+                    ratio(*per_socket, reference),
                     ratio(*per_socket, best_peer.map(|b| b.1)),
                     ratio(*per_socket, raw),
                 );
             }
             Err(e) => {
-                let _ = writeln!(out, "| {name} | FAILED: {} | | | |", e.replace('|', "/"));
+                let _ = writeln!(
+                    out,
+                    "| {name} | FAILED: {} | | | | | |",
+                    e.replace('|', "/")
+                );
             }
         }
     }

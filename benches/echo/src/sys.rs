@@ -3,7 +3,7 @@
 //! `/proc`.
 #![expect(
     unsafe_code,
-    reason = "sched_setaffinity, getrlimit/setrlimit and sysconf are only reachable through libc"
+    reason = "sched_setaffinity, getrlimit/setrlimit, sysconf and kill are only reachable through libc"
 )]
 
 use std::io;
@@ -13,6 +13,11 @@ use std::time::Duration;
 ///
 /// Call it before building the tokio runtime so that the runtime's threads inherit the mask.
 pub(crate) fn pin_to_core(core: usize) -> io::Result<()> {
+    setaffinity(0, core)
+}
+
+/// `sched_setaffinity` of `pid` (0: the calling thread) to the one CPU `core`.
+fn setaffinity(pid: libc::pid_t, core: usize) -> io::Result<()> {
     // One bit per CPU: `cpu_set_t` holds 1024 of them.
     if core >= 1024 {
         return Err(io::Error::new(
@@ -24,14 +29,42 @@ pub(crate) fn pin_to_core(core: usize) -> io::Result<()> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `core` is below CPU_SETSIZE (checked above), so the bit is inside `set`.
     unsafe { libc::CPU_SET(core, &mut set) };
-    // SAFETY: pid 0 is the calling thread; the size passed is the size of the set we point to,
-    // which lives until the call returns.
-    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) };
+    // SAFETY: the size passed is the size of the set we point to, which lives until the call
+    // returns; a bad pid is an error return, not undefined behaviour.
+    let rc = unsafe { libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &raw const set) };
     if rc == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Pins process `pid` (its main thread, and the threads it starts afterwards) to `core`.
+pub(crate) fn pin_process(pid: u32, core: usize) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    setaffinity(pid, core)
+}
+
+/// Sends `SIGTERM` to process `pid`.
+pub(crate) fn terminate(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    // SAFETY: kill has no memory preconditions; `pid` is a child this process started.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The child processes of process `pid` (of its main thread), from `/proc`.
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Raises this process's soft limit on open files to its hard limit; returns the new limit.

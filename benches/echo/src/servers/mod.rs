@@ -19,12 +19,14 @@ use crate::Failure;
 mod axum;
 mod fastwebsockets;
 mod raw;
+mod sockudo_ws;
 mod tokio_tungstenite;
 mod tokio_websockets;
 mod tower_ws_auto;
 mod tower_ws_axum;
 mod tower_ws_bare;
 mod tower_ws_layer;
+pub(crate) mod uws;
 
 /// What a server's entry point returns: its accept loop, which runs until the process exits.
 pub(crate) type Running = Pin<Box<dyn Future<Output = io::Result<()>>>>;
@@ -38,6 +40,8 @@ pub(crate) enum Kind {
     Peer,
     /// The raw TCP echo: the physical limit.
     Raw,
+    /// uWebSockets (C++), the reference point every table compares with; not a Rust peer.
+    Reference,
 }
 
 /// A server under test.
@@ -58,15 +62,22 @@ pub(crate) const ALL: &[Server] = &[
     tower_ws_axum::SERVER,
     tower_ws_bare::SERVER,
     tokio_websockets::SERVER,
+    sockudo_ws::SERVER,
     fastwebsockets::SERVER,
     tokio_tungstenite::SERVER,
     axum::SERVER,
+    uws::SERVER,
     raw::SERVER,
 ];
 
 /// Servers outside the matrix: tower-ws through hyper-util's auto builder, which the `paths`
 /// command drives over HTTP/1.1 and over HTTP/2.
 pub(crate) const PATHS: &[Server] = &[tower_ws_auto::SERVER, tower_ws_auto::WIDE];
+
+/// Whether `server` can run here (uWebSockets needs its prebuilt binary).
+pub(crate) fn available(server: &Server) -> bool {
+    server.kind != Kind::Reference || uws::binary().is_some()
+}
 
 /// The server called `name`.
 pub(crate) fn find(name: &str) -> Result<&'static Server, Failure> {
