@@ -89,13 +89,10 @@ async fn serve(addr: SocketAddr) -> Result<(), BoxError> {
     });
     let service = tower::Layer::layer(&layer, not_found);
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
+        let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors, or a connection reset before accept: keep serving.
-            Err(_) => {
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                continue;
-            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(service.clone());
