@@ -104,21 +104,20 @@ async fn each_topic_keeps_its_order_for_every_subscriber() {
     until_subscribed(&hub, "b", 5).await;
     let mut pub_a = connect(addr, "/pub/a").await;
     let mut pub_b = connect(addr, "/pub/b").await;
-    const N: usize = 500;
     tokio::join!(
         async {
-            for i in 0..N {
+            for i in 0..PER_TOPIC {
                 pub_a.send(TMessage::text(format!("a {i}"))).await.unwrap();
             }
         },
         async {
-            for i in 0..N {
+            for i in 0..PER_TOPIC {
                 pub_b.send(TMessage::text(format!("b {i}"))).await.unwrap();
             }
         }
     );
     for (room, client) in &mut subscribers {
-        for i in 0..N {
+        for i in 0..PER_TOPIC {
             assert_eq!(next_text(client).await, format!("{room} {i}"));
         }
     }
@@ -131,13 +130,12 @@ async fn direct_sends_and_topic_messages_keep_the_order_they_were_made_in() {
     let mut mixer = connect(addr, "/mix/room").await;
     let mut watcher = connect(addr, "/sub/room").await;
     until_subscribed(&hub, "room", 2).await;
-    const N: u32 = 2_000;
-    mixer.send(TMessage::text(N.to_string())).await.unwrap();
-    for i in 0..N {
+    mixer.send(TMessage::text(MIXED.to_string())).await.unwrap();
+    for i in 0..MIXED {
         assert_eq!(next_text(&mut mixer).await, format!("mix {i}"));
     }
     // The other subscriber sees only the published half, in order.
-    for i in (1..N).step_by(2) {
+    for i in (1..MIXED).step_by(2) {
         assert_eq!(next_text(&mut watcher).await, format!("mix {i}"));
     }
 }
@@ -147,12 +145,12 @@ async fn a_closed_socket_is_unsubscribed() {
     let hub = Hub::new();
     let addr = server(hub.clone(), Config::default()).await;
     let mut first = connect(addr, "/sub/room").await;
-    let _second = connect(addr, "/sub/room").await;
+    let second = connect(addr, "/sub/room").await;
     until_subscribed(&hub, "room", 2).await;
     first.close(None).await.unwrap();
     until_subscribed(&hub, "room", 1).await;
     // A socket that goes without a close handshake is unsubscribed too.
-    drop(_second);
+    drop(second);
     until_subscribed(&hub, "room", 0).await;
     assert_eq!(hub.topic_count(), 0);
     assert_eq!(hub.publish("room", Message::text("nobody")).matched, 0);
@@ -178,6 +176,13 @@ async fn read_until(client: &mut Client, last: u32) -> u32 {
         }
     }
 }
+
+/// Messages per publisher in the ordering test.
+const PER_TOPIC: usize = 500;
+/// Messages the mixing socket makes.
+const MIXED: u32 = 2_000;
+/// Messages published in the slow-subscriber and churn tests.
+const COUNT: u32 = 2_000;
 
 const LIMIT: usize = 256 << 10;
 const HIGH_WATER: usize = 16 << 10;
@@ -214,7 +219,6 @@ async fn a_subscriber_that_does_not_read_loses_messages_counted_and_bounded() {
     let _slow = raw_ws_small_buffer(addr, "/sub/room").await;
     let mut fast = connect(addr, "/sub/room").await;
     until_subscribed(&hub, "room", 2).await;
-    const COUNT: u32 = 2_000;
     // The reader keeps the client (and so its subscription) until joined.
     let reader = tokio::spawn(async move { (read_until(&mut fast, COUNT - 1).await, fast) });
     let mut totals = [0; 4];
@@ -274,7 +278,6 @@ async fn under_the_close_policy_a_subscriber_that_does_not_read_is_closed_with_1
     let mut slow = raw_ws_small_buffer(addr, "/sub/room").await;
     let mut fast = connect(addr, "/sub/room").await;
     until_subscribed(&hub, "room", 2).await;
-    const COUNT: u32 = 2_000;
     // The reader keeps the client (and so its subscription) until joined.
     let reader = tokio::spawn(async move { (read_until(&mut fast, COUNT - 1).await, fast) });
     let mut closed = 0;
@@ -351,7 +354,6 @@ async fn publishing_while_subscribers_come_and_go() {
             }
         })
     };
-    const COUNT: u32 = 3_000;
     let readers: Vec<_> = stayers
         .into_iter()
         .map(|mut c| tokio::spawn(async move { (read_until(&mut c, COUNT - 1).await, c) }))
