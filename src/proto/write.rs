@@ -152,6 +152,25 @@ impl WriteQueue {
         self.segments.push_back(Segment::Shared(payload));
     }
 
+    /// Queues a whole frame encoded elsewhere (a fan-out frame shared by many sockets) by
+    /// reference: it is never copied, whatever its size, and goes out in a vectored write
+    /// beside the frames around it.
+    pub(crate) fn push_encoded(&mut self, frame: Bytes) {
+        if frame.is_empty() {
+            return;
+        }
+        if let Some(lone) = self.lone.take() {
+            self.spill(&lone);
+        }
+        self.queued += frame.len();
+        let tail = self.buf.len() - self.inline_in_segments;
+        if tail > 0 {
+            self.segments.push_back(Segment::Inline(tail));
+            self.inline_in_segments += tail;
+        }
+        self.segments.push_back(Segment::Shared(frame));
+    }
+
     /// Queues the frame alone, if it can go out without a copy (a server's frame, or a client's
     /// whose payload nobody else holds, so it can be masked in place).
     fn try_lone(
@@ -610,6 +629,36 @@ mod tests {
                     "first {first} cut {cut}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn encoded_frames_keep_their_place_among_direct_frames_in_one_vectored_write() {
+        let frames: Vec<_> = (0..12_u8)
+            .map(|i| (OpCode::Binary, vec![i; if i % 3 == 0 { 3000 } else { 20 }]))
+            .collect();
+        let wire = expected_wire(&frames);
+        for limit in [1, 9, 100, usize::MAX] {
+            let mut q = WriteQueue::default();
+            let mut shared = Vec::new();
+            for (i, (op, payload)) in frames.iter().enumerate() {
+                if i % 2 == 0 {
+                    // As the hub queues it: one buffer, header and payload, never copied.
+                    let encoded = Bytes::from(expected_wire(&[(*op, payload.clone())]));
+                    // Held elsewhere too, as by the other subscribers.
+                    shared.push(encoded.clone());
+                    q.push_encoded(encoded);
+                } else {
+                    q.push(*op, true, 0, Bytes::from(payload.clone()), None);
+                }
+            }
+            let mut w = Chunked::new(limit, true);
+            flush_all(&mut q, &mut w);
+            assert_eq!(w.out, wire, "limit {limit}");
+            if limit == usize::MAX {
+                assert_eq!(w.calls, 1, "one vectored write");
+            }
+            assert!(q.is_empty());
         }
     }
 }

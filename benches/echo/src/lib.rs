@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod count;
+mod fanout;
 mod h2;
 mod handshake;
 mod hist;
@@ -82,6 +83,7 @@ commands:
   paths              tower-ws over HTTP/1.1 and over HTTP/2 (h2c extended CONNECT), side by side
   syscalls           socket system calls per echoed message under perf stat (count's scenarios)
   list               servers, cells and count scenarios
+  fanout             the fan-out benchmark (broadcast bench protocol): `fanout --help`
   serve NAME ADDR    (internal) run one server; exits when stdin closes
 
 matrix options:
@@ -531,6 +533,26 @@ fn list() {
 /// The bench binary's entry point.
 pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The fan-out benchmark parses its own options (src/fanout/mod.rs).
+    let fanout = match args
+        .iter()
+        .position(|a| a != "--bench")
+        .map(|i| (i, args[i].as_str()))
+    {
+        Some((i, "fanout")) => Some(fanout::main(&args[i + 1..])),
+        Some((i, "fanout-serve")) => Some(match &args[i + 1..] {
+            [name, port, ..] => fanout::serve(name, port),
+            _ => Err(Failure::new("usage: fanout-serve NAME PORT")),
+        }),
+        _ => None,
+    };
+    if let Some(result) = fanout {
+        if let Err(e) = result {
+            eprintln!("echo-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let result = parse_options(&args).and_then(|options| match options.command.as_str() {
         "matrix" => run_matrix(&options),
         "count" => run_count(&options),
