@@ -83,6 +83,8 @@
 //! | `client` | off | the client: `ClientBuilder`, a handshake over any transport, `ws://` over TCP |
 //! | `rustls` | off | `wss://` for the client, with rustls and the webpki roots |
 //! | `deflate` | off | permessage-deflate (RFC 7692), negotiated by the layer and the client: `DeflateConfig` |
+//! | `redis` | off | topics across nodes through Redis 7, with per-topic history: `broker` |
+//! | `nats` | off | topics across nodes through core NATS (at most once): `broker` |
 //!
 //! # Limits
 //!
@@ -116,6 +118,11 @@ mod upgrade;
 
 // The engine.
 mod proto;
+
+// Beyond one node.
+#[cfg(any(feature = "redis", feature = "nats"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "redis", feature = "nats"))))]
+pub mod broker;
 
 #[doc(hidden)]
 pub mod internals;
