@@ -110,6 +110,7 @@ mod body;
 mod future;
 mod handler;
 mod handshake;
+mod hub;
 mod io;
 mod layer;
 mod service;
@@ -138,6 +139,7 @@ pub use handler::{
 pub use handshake::{
     AllowOrigin, DefaultOnReject, HandshakeError, HandshakeErrorKind, OnReject, Protocols,
 };
+pub use hub::{DEFAULT_MAX_QUEUED, Hub, HubBuilder, Member, Published, SocketId, TopicEvent};
 pub use io::UpgradedIo;
 pub use layer::UpgradeLayer;
 pub use service::Upgrade;
@@ -146,7 +148,7 @@ pub use shutdown::Shutdown;
 pub use error::{ConfigError, Error, ErrorKind, ProtocolError, Result};
 pub use proto::{
     Backpressure, CloseCode, CloseFrame, Closer, Config, Frame, MAX_REASON_LEN, Message, OpCode,
-    ReadHalf, Role, Utf8Bytes, WebSocket, WriteHalf,
+    ReadHalf, Role, SlowPolicy, Utf8Bytes, WebSocket, WriteHalf,
 };
 #[cfg(feature = "deflate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deflate")))]

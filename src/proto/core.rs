@@ -16,6 +16,7 @@ use super::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use super::closer::CloseSignal;
 use super::config::{Backpressure, Config, Role};
 use super::deflate::Codec;
+use super::fanout::{self, Inbox};
 use super::frame::{HeaderRules, MAX_CONTROL_PAYLOAD, OpCode};
 use super::message::{Frame, Message};
 use super::read::{self, Event, Reader};
@@ -146,10 +147,15 @@ pub(crate) struct Core<Io> {
     deflate: Option<Box<Codec>>,
     shared_waker: Option<(Arc<SharedWaker>, Waker)>,
     park: Option<ParkFn<Io>>,
+    /// Frames published to this socket's topics (see [`fanout`]); none until it joins a hub.
+    inbox: Option<Arc<Inbox>>,
 }
 
 impl<Io> Drop for Core<Io> {
     fn drop(&mut self) {
+        if let Some(inbox) = self.inbox.take() {
+            inbox.shut();
+        }
         if let Some(park) = self.park.take() {
             park(self);
         }
@@ -195,6 +201,7 @@ impl<Io> Core<Io> {
             deflate: None,
             shared_waker: None,
             park: None,
+            inbox: None,
         }
     }
 
@@ -272,6 +279,7 @@ impl<Io> Core<Io> {
             deflate: self.deflate.take(),
             shared_waker: None,
             park: None,
+            inbox: None,
         })
     }
 
@@ -352,6 +360,81 @@ impl<Io> Core<Io> {
         }
         signal.take_request()
     }
+
+    // ----- fan-out (see `fanout`) -----------------------------------------------------------
+
+    /// This socket's inbox for published frames, created on first use.
+    pub(crate) fn inbox(&mut self, limit: usize, policy: fanout::SlowPolicy) -> Arc<Inbox> {
+        if let Some(inbox) = &self.inbox {
+            return inbox.clone();
+        }
+        let inbox = Arc::new(Inbox::new(self.fanout_encoding(), limit, policy));
+        if !matches!(self.state, State::Open) {
+            inbox.shut();
+        }
+        self.inbox = Some(inbox.clone());
+        inbox
+    }
+
+    #[cfg_attr(
+        not(feature = "deflate"),
+        expect(clippy::unused_self, reason = "the codec is read with the deflate feature")
+    )]
+    fn fanout_encoding(&self) -> fanout::Encoding {
+        #[cfg(feature = "deflate")]
+        if let Some(codec) = &self.deflate {
+            return codec
+                .shared_deflate()
+                .map_or(fanout::Encoding::Own, fanout::Encoding::Shared);
+        }
+        fanout::Encoding::Plain
+    }
+
+    /// Moves published frames into the write queue, ahead of whatever is queued next: all of
+    /// them when `all` (before a message of our own, to keep the order they were made in),
+    /// otherwise while the write queue is under its high-water mark. Once the connection is no
+    /// longer open, the inbox is shut instead.
+    #[inline]
+    fn pull_inbox(&mut self, all: bool) {
+        let Some(inbox) = &self.inbox else {
+            return;
+        };
+        if !matches!(self.state, State::Open) {
+            inbox.shut();
+            self.inbox = None;
+            return;
+        }
+        let high_water = self.config.write_high_water;
+        let writer = &mut self.writer;
+        let deflate = &mut self.deflate;
+        let start = all || writer.len() < high_water;
+        let close = inbox.drain(start, |entry| {
+            match entry {
+                fanout::Entry::Frame(frame) => writer.push_encoded(frame),
+                fanout::Entry::Compress {
+                    frame,
+                    header_len,
+                    opcode,
+                } => push_own_compressed(writer, deflate, frame, header_len, opcode),
+            }
+            all || writer.len() < high_water
+        });
+        if let Some(code) = close {
+            self.begin_close(Some(&CloseFrame::new(code, fanout::SLOW_CLOSE_REASON)));
+            if let Some(inbox) = self.inbox.take() {
+                inbox.shut();
+            }
+        }
+    }
+
+    /// While waiting for input: registers for the next published frame, or returns `true` when
+    /// frames are already waiting (the caller pulls them and looks again).
+    #[inline]
+    fn inbox_waiting(&self, cx: &Context<'_>) -> bool {
+        self.inbox
+            .as_ref()
+            .is_some_and(|inbox| inbox.register(cx.waker()))
+    }
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
@@ -388,6 +471,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
     /// The next message, `None` once the connection is finished.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         loop {
+            if self.inbox.is_some() && !matches!(self.state, State::Open) {
+                self.pull_inbox(false);
+            }
             match self.state {
                 State::Terminated => return Poll::Ready(None),
                 State::Failed(_) => return self.poll_failed(cx).map(|e| e.map(Err)),
@@ -412,8 +498,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                 Ok(Some(event)) => return Poll::Ready(Some(Ok(self.on_event(event, cx)))),
                 Ok(None) => {}
             }
-            // Every buffered frame is consumed: write what the application queued meanwhile
-            // before waiting for the peer.
+            // Every buffered frame is consumed: write what the application queued meanwhile,
+            // and what was published to this socket, before waiting for the peer.
+            self.pull_inbox(false);
             if let Err(e) = self.try_flush(cx, Side::Read) {
                 self.state = State::Terminated;
                 return Poll::Ready(Some(Err(e)));
@@ -449,6 +536,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                     return Poll::Ready(Some(Err(Error::io(e))));
                 }
                 Poll::Pending => {
+                    if self.inbox_waiting(cx) {
+                        continue;
+                    }
                     ready!(self.poll_timers(cx));
                 }
             }
@@ -687,6 +777,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                 }
             }
             other => {
+                self.pull_inbox(true);
                 if !matches!(self.state, State::Open) {
                     return Err(Error::closed());
                 }
@@ -726,6 +817,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
 
     /// Queues one frame of a message sent in pieces (call after [`poll_ready`](Self::poll_ready)).
     pub(crate) fn start_send_frame(&mut self, frame: Frame) -> Result<()> {
+        self.pull_inbox(true);
         if !matches!(self.state, State::Open) {
             return Err(Error::closed());
         }
@@ -875,6 +967,28 @@ impl Pieces {
         }
         Ok(())
     }
+}
+
+/// Queues a published frame for a socket that compresses with its own context (or as it is,
+/// under the socket's compression threshold).
+fn push_own_compressed(
+    writer: &mut WriteQueue,
+    deflate: &mut Option<Box<Codec>>,
+    frame: Bytes,
+    header_len: u8,
+    opcode: OpCode,
+) {
+    #[cfg(feature = "deflate")]
+    if let Some(codec) = deflate.as_deref_mut() {
+        let payload = frame.get(usize::from(header_len)..).unwrap_or_default();
+        if codec.should_compress(payload.len()) {
+            let compressed = codec.compress(payload);
+            writer.push(opcode, true, super::frame::RSV1, compressed, None);
+            return;
+        }
+    }
+    let _ = (deflate, header_len, opcode);
+    writer.push_encoded(frame);
 }
 
 fn truncate_to_char_boundary(s: &mut String, max: usize) {

@@ -279,6 +279,33 @@ impl Codec {
         len >= self.threshold
     }
 
+    /// The settings under which a message compressed once serves every socket that has them:
+    /// `Some` only without context takeover on the outgoing side (each message then starts
+    /// from a fresh compressor).
+    pub(crate) fn shared_deflate(&self) -> Option<super::fanout::SharedDeflate> {
+        self.outgoing
+            .no_context_takeover
+            .then_some(super::fanout::SharedDeflate {
+                level: self.level,
+                window_bits: self.outgoing.window_bits,
+                threshold: self.threshold,
+            })
+    }
+
+    /// Compresses one message for every socket with the `shared` settings (a server's frames,
+    /// without context takeover).
+    pub(crate) fn compress_shared(shared: super::fanout::SharedDeflate, input: &[u8]) -> Bytes {
+        let config = DeflateConfig::default()
+            .level(shared.level)
+            .threshold(shared.threshold);
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            server_max_window_bits: shared.window_bits,
+            ..DeflateParams::default()
+        };
+        Self::new(config, params, Role::Server).compress(input)
+    }
+
     /// Compresses one whole message.
     pub(crate) fn compress(&mut self, input: &[u8]) -> Bytes {
         let key = (self.level, self.outgoing.window_bits);

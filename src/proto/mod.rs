@@ -27,6 +27,7 @@ mod deflate;
 #[cfg(not(feature = "deflate"))]
 #[path = "deflate_off.rs"]
 mod deflate;
+pub(crate) mod fanout;
 mod frame;
 pub(crate) mod internals;
 mod mask;
@@ -43,6 +44,7 @@ pub use closer::Closer;
 pub use config::{Backpressure, Config, Role};
 #[cfg(feature = "deflate")]
 pub use deflate::{DeflateConfig, DeflateParams};
+pub use fanout::SlowPolicy;
 pub use frame::OpCode;
 pub use message::{Frame, Message, Utf8Bytes};
 pub use socket::WebSocket;

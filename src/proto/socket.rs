@@ -150,6 +150,15 @@ impl<Io> WebSocket<Io> {
         self.core.set_park(park);
     }
 
+    /// This socket's inbox for published frames (see [`Hub`](crate::Hub)), created on first use.
+    pub(crate) fn inbox(
+        &mut self,
+        limit: usize,
+        policy: super::fanout::SlowPolicy,
+    ) -> std::sync::Arc<super::fanout::Inbox> {
+        self.core.inbox(limit, policy)
+    }
+
     pub(crate) fn from_core(core: Core<Io>) -> Self {
         Self { core }
     }

@@ -152,6 +152,25 @@ impl WriteQueue {
         self.segments.push_back(Segment::Shared(payload));
     }
 
+    /// Queues a whole frame encoded elsewhere (a fan-out frame shared by many sockets) by
+    /// reference: it is never copied, whatever its size, and goes out in a vectored write
+    /// beside the frames around it.
+    pub(crate) fn push_encoded(&mut self, frame: Bytes) {
+        if frame.is_empty() {
+            return;
+        }
+        if let Some(lone) = self.lone.take() {
+            self.spill(&lone);
+        }
+        self.queued += frame.len();
+        let tail = self.buf.len() - self.inline_in_segments;
+        if tail > 0 {
+            self.segments.push_back(Segment::Inline(tail));
+            self.inline_in_segments += tail;
+        }
+        self.segments.push_back(Segment::Shared(frame));
+    }
+
     /// Queues the frame alone, if it can go out without a copy (a server's frame, or a client's
     /// whose payload nobody else holds, so it can be masked in place).
     fn try_lone(

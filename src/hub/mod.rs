@@ -1,0 +1,270 @@
+//! Topics in one process: [`Hub`], the sockets that joined it ([`Member`]), and what a publish
+//! did ([`Published`]).
+//!
+//! A published message is framed once and the same reference-counted frame is queued for every
+//! subscriber (see the engine's `fanout` module); each socket writes what was queued for it,
+//! together with what it sends itself, when its task next runs.
+
+mod member;
+mod report;
+mod topics;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use member::{Member, SocketId};
+pub use report::Published;
+use topics::Topics;
+
+use crate::proto::fanout::{Offered, Outgoing};
+use crate::proto::{Message, OpCode, SlowPolicy, WebSocket};
+
+/// The default per-socket limit on bytes queued by publishers and not yet moved to the socket's
+/// write queue: 256 KiB.
+pub const DEFAULT_MAX_QUEUED: usize = 256 << 10;
+
+/// A topic's first local subscriber arrived, or its last one left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicEvent {
+    /// The topic had no subscriber in this hub and now has one.
+    First,
+    /// The topic's last subscriber in this hub left.
+    Last,
+}
+
+type OnTopic = dyn Fn(&str, TopicEvent) + Send + Sync;
+
+/// Publish/subscribe by topic among the sockets of one process.
+///
+/// Clone it freely (clones share the topics) and hand it to your handler. A socket
+/// [`join`](Self::join)s once and gets a [`Member`], with which it subscribes to topics; any
+/// clone of the hub [`publish`](Self::publish)es.
+///
+/// ```
+/// use tower_ws::{Config, Hub, Message, Role, WebSocket};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_ws::Error> {
+/// let hub = Hub::new();
+/// let (a, b) = tokio::io::duplex(4096);
+/// let mut client = WebSocket::new(a, Role::Client, Config::default());
+/// let mut server = WebSocket::new(b, Role::Server, Config::default());
+///
+/// let member = hub.join(&mut server);
+/// member.subscribe("news");
+/// let report = hub.publish("news", Message::text("hello"));
+/// assert_eq!((report.matched, report.queued), (1, 1));
+///
+/// // The server's task writes what was published to it while it polls the socket.
+/// tokio::spawn(async move { while let Some(Ok(_)) = server.recv().await {} });
+/// let received = client.recv().await.unwrap()?;
+/// assert_eq!(received.as_text(), Some("hello"));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Delivery
+///
+/// A socket writes the frames published to it while its task polls it: in
+/// [`recv`](WebSocket::recv) (where a handler normally waits), [`send`](WebSocket::send),
+/// [`flush`](WebSocket::flush). Everything queued for it since its last wake-up goes out in one
+/// vectored write, with its own sends, in the order the publishes and sends were made: per
+/// topic, and between [`send`](WebSocket::send) and what it receives from topics. Publishing
+/// never waits and never writes; it costs, per subscriber, a reference-count increment and a
+/// push onto that socket's queue.
+///
+/// # Slow subscribers
+///
+/// Each socket may hold at most [`max_queued`](HubBuilder::max_queued) bytes of published frames
+/// that it has not yet moved to its write queue, and moves them only while its write queue is
+/// under [`Config::write_buffer_high_water`](crate::Config::write_buffer_high_water). A message
+/// that would pass the limit is dropped for that socket (counted in [`Published::dropped`] and
+/// [`Member::dropped`]) or the socket is closed with 1008 (policy violation, reason
+/// `"subscriber too slow"`), as [`SlowPolicy`] says. So a subscriber that stops reading holds at
+/// most its limit plus its write queue, never slows the publisher or the other subscribers, and
+/// control frames (pongs, the close frame) are never dropped: they do not go through the hub.
+///
+/// # permessage-deflate
+///
+/// Sockets that negotiated no server context takeover share one compressed frame per message
+/// (per distinct level and window, in practice one). Sockets with context takeover compress each
+/// message with their own compressor when they write it, as for their own sends: one compression
+/// per subscriber, and their zlib state (about 420 KiB at the defaults, see
+/// [`DeflateConfig`](crate::DeflateConfig)) stays with each connection.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    topics: Topics,
+    max_queued: usize,
+    policy: SlowPolicy,
+    on_topic: Option<Box<OnTopic>>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("topics", &self.topic_count())
+            .field("max_queued", &self.shared.max_queued)
+            .field("policy", &self.shared.policy)
+            .field("on_topic", &self.shared.on_topic.is_some())
+            .finish()
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    /// A hub with the default settings: [`DEFAULT_MAX_QUEUED`] bytes per socket,
+    /// [`SlowPolicy::Drop`].
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a hub with other settings.
+    pub fn builder() -> HubBuilder {
+        HubBuilder {
+            max_queued: DEFAULT_MAX_QUEUED,
+            policy: SlowPolicy::default(),
+            on_topic: None,
+        }
+    }
+
+    /// Joins `socket` to the hub: the returned [`Member`] subscribes it to topics. Dropping the
+    /// member unsubscribes the socket from everything; so does the end of the connection.
+    ///
+    /// A socket that never joins pays nothing for the hub. Joining twice gives two members that
+    /// share the socket's queue (and its limit and policy, set by the first join).
+    pub fn join<Io>(&self, socket: &mut WebSocket<Io>) -> Member {
+        let inbox = socket.inbox(self.shared.max_queued, self.shared.policy);
+        Member::new(self.clone(), inbox)
+    }
+
+    /// Publishes `message` to every subscriber of `topic`.
+    ///
+    /// Only text and binary messages are published; for a ping, pong or close message nothing
+    /// happens and the report is all zeroes.
+    ///
+    /// The hub is local: this is also the way in for a message that arrived from a broker, which
+    /// it delivers to this process's subscribers only.
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) -> Published {
+        self.deliver(topic, message.into(), None)
+    }
+
+    /// Publishes `message` to every subscriber of `topic` but the socket `except` (typically
+    /// the sender: [`Member::publish`] does this).
+    pub fn publish_except(
+        &self,
+        topic: &str,
+        message: impl Into<Message>,
+        except: SocketId,
+    ) -> Published {
+        self.deliver(topic, message.into(), Some(except))
+    }
+
+    fn deliver(&self, topic: &str, message: Message, except: Option<SocketId>) -> Published {
+        let (opcode, payload) = match message {
+            Message::Text(text) => (OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {
+                return Published::default();
+            }
+        };
+        let except = except.map(SocketId::get);
+        let mut outgoing = None;
+        let mut report = Published::default();
+        self.shared.topics.for_each(topic, |inbox| {
+            if Some(inbox.id()) == except {
+                return;
+            }
+            report.matched += 1;
+            let outgoing = outgoing.get_or_insert_with(|| Outgoing::new(opcode, &payload));
+            match inbox.offer(outgoing.entry_for(inbox.encoding())) {
+                Offered::Queued => report.queued += 1,
+                Offered::Dropped => report.dropped += 1,
+                Offered::Closed | Offered::Gone => report.closed += 1,
+            }
+        });
+        if report.closed > 0 {
+            self.shared
+                .topics
+                .prune(topic, self.shared.on_topic.as_deref());
+        }
+        report
+    }
+
+    /// The number of sockets subscribed to `topic`.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.shared.topics.subscriber_count(topic)
+    }
+
+    /// The number of topics with at least one subscriber.
+    pub fn topic_count(&self) -> usize {
+        self.shared.topics.len()
+    }
+
+    fn on_topic(&self) -> Option<&OnTopic> {
+        self.shared.on_topic.as_deref()
+    }
+}
+
+/// Settings for a [`Hub`].
+#[must_use]
+pub struct HubBuilder {
+    max_queued: usize,
+    policy: SlowPolicy,
+    on_topic: Option<Box<OnTopic>>,
+}
+
+impl fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("max_queued", &self.max_queued)
+            .field("policy", &self.policy)
+            .field("on_topic", &self.on_topic.is_some())
+            .finish()
+    }
+}
+
+impl HubBuilder {
+    /// The most bytes of published frames a socket may have waiting (each frame also counts
+    /// the few dozen bytes of its queue slot). Default [`DEFAULT_MAX_QUEUED`].
+    pub fn max_queued(mut self, bytes: usize) -> Self {
+        self.max_queued = bytes;
+        self
+    }
+
+    /// What happens to a socket over its limit. Default [`SlowPolicy::Drop`].
+    pub fn slow_policy(mut self, policy: SlowPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Calls `f` when a topic gets its first subscriber in this hub and when it loses its last
+    /// (a broker bridge joins and leaves the broker's channel there).
+    ///
+    /// `f` runs synchronously, in the order the events happen, while the hub's topic table is
+    /// locked for writing: it must not call back into the hub (hand the event to a channel).
+    pub fn on_topic(mut self, f: impl Fn(&str, TopicEvent) + Send + Sync + 'static) -> Self {
+        self.on_topic = Some(Box::new(f));
+        self
+    }
+
+    /// The hub.
+    pub fn build(self) -> Hub {
+        Hub {
+            shared: Arc::new(Shared {
+                topics: Topics::default(),
+                max_queued: self.max_queued,
+                policy: self.policy,
+                on_topic: self.on_topic,
+            }),
+        }
+    }
+}
