@@ -19,6 +19,9 @@ pub struct Delivery {
     pub message: Message,
     /// The id of the node that published it ([`Broker::node_id`](super::Broker::node_id)).
     pub origin: u64,
+    /// The socket of the origin node that must not receive it
+    /// ([`Broker::publish_except`](super::Broker::publish_except)).
+    pub except: Option<u64>,
     /// Its place in the topic's history (Redis); `None` with NATS.
     pub position: Option<Position>,
 }

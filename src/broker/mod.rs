@@ -32,8 +32,8 @@
 //!
 //! # The wire envelope
 //!
-//! Every message on a channel is `tws1` magic, opcode, flags, origin node id, epoch and
-//! offset (30 bytes, big-endian) followed by the payload; anything else is reported as
+//! Every message on a channel is `tws1` magic, opcode, flags, origin node id, the socket the
+//! publisher excluded, epoch and offset (38 bytes, big-endian) followed by the payload; anything else is reported as
 //! [`Event::BadData`] and dropped. See `src/broker/envelope.rs` for the layout.
 //!
 //! # Faults
@@ -50,6 +50,7 @@
 //!   pub/sub client is a reconnect like any other.
 //! - Bad data on a channel: [`Event::BadData`], never a panic.
 
+mod cluster;
 mod envelope;
 mod error;
 mod event;
@@ -68,6 +69,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
+pub use cluster::{Cluster, ClusterBuilder};
 pub use error::{BadData, BrokerError, BrokerErrorKind};
 pub use event::{Delivery, Event, Events, GapReason};
 pub use position::{ParsePositionError, Position, Recovery};
@@ -80,6 +82,7 @@ pub use nats::NatsConfig;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisConfig;
 
+use crate::hub::SocketId;
 use crate::proto::Message;
 use membership::{Change, Membership};
 use stats::Counters;
@@ -192,7 +195,31 @@ impl Broker {
         topic: &str,
         message: &Message,
     ) -> Result<Option<Position>, BrokerError> {
-        let Ok(prefix) = envelope::prefix(self.shared.node_id, message) else {
+        self.publish_envelope(topic, message, 0).await
+    }
+
+    /// As [`publish`](Self::publish), but the socket `except` of this node does not receive
+    /// it (the message is still delivered to every other socket, on every node).
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub async fn publish_except(
+        &self,
+        topic: &str,
+        message: &Message,
+        except: SocketId,
+    ) -> Result<Option<Position>, BrokerError> {
+        self.publish_envelope(topic, message, except.get()).await
+    }
+
+    async fn publish_envelope(
+        &self,
+        topic: &str,
+        message: &Message,
+        except: u64,
+    ) -> Result<Option<Position>, BrokerError> {
+        let Ok(prefix) = envelope::prefix(self.shared.node_id, except, message) else {
             return Err(BrokerError::new(
                 BrokerErrorKind::InvalidMessage,
                 format!("publish to {topic:?}: only text and binary messages cross nodes"),

@@ -291,6 +291,7 @@ fn decode(topic: &Arc<str>, wire: &Bytes) -> Event {
             topic: topic.clone(),
             message: envelope.message,
             origin: envelope.origin,
+                    except: envelope.except,
             position: None,
         }),
         Err(error) => {

@@ -256,7 +256,8 @@ impl Follower {
         };
         let topic = followed.topic.clone();
         let last = followed.last;
-        let envelope = match envelope::decode(&Bytes::from(payload)) {
+        let wire = Bytes::from(payload);
+        let envelope = match envelope::decode(&wire) {
             Ok(envelope) => envelope,
             Err(error) => {
                 tracing::warn!(topic = %topic, %error, "bad data on a Redis channel");
@@ -264,7 +265,7 @@ impl Follower {
             }
         };
         let Some(position) = envelope.position else {
-            let error = super::super::error::BadData::new("no offset on a Redis channel", &[]);
+            let error = super::super::error::BadData::new("no offset on a Redis channel", &wire);
             return self.emit(Event::BadData { topic, error }).await;
         };
         match verdict(last, position) {
@@ -276,6 +277,7 @@ impl Follower {
                     topic,
                     message: envelope.message,
                     origin: envelope.origin,
+                    except: envelope.except,
                     position: Some(position),
                 };
                 self.emit(Event::Message(delivery)).await;
@@ -372,6 +374,7 @@ impl Follower {
                     topic: topic.clone(),
                     message: envelope.message,
                     origin: envelope.origin,
+                    except: envelope.except,
                     position: Some(position),
                 };
                 self.emit(Event::Message(delivery)).await;

@@ -344,6 +344,7 @@ impl Publisher {
                     position: Some(envelope.position?),
                     message: envelope.message,
                     origin: envelope.origin,
+                    except: envelope.except,
                 })
             })
             .collect();
