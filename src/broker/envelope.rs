@@ -37,6 +37,7 @@ pub(crate) struct Envelope {
     /// The socket on the origin node that must not receive it.
     pub(crate) except: Option<u64>,
     /// `None` when the backend keeps no history (epoch and offset 0).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) position: Option<Position>,
     pub(crate) message: Message,
 }

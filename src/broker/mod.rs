@@ -56,6 +56,7 @@ mod error;
 mod event;
 mod membership;
 mod position;
+#[cfg(feature = "redis")]
 mod sequence;
 mod stats;
 
