@@ -378,7 +378,10 @@ impl<Io> Core<Io> {
 
     #[cfg_attr(
         not(feature = "deflate"),
-        expect(clippy::unused_self, reason = "the codec is read with the deflate feature")
+        expect(
+            clippy::unused_self,
+            reason = "the codec is read with the deflate feature"
+        )
     )]
     fn fanout_encoding(&self) -> fanout::Encoding {
         #[cfg(feature = "deflate")]
