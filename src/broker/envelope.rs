@@ -17,7 +17,7 @@
 //! read sees the same numbers. A message that does not parse is bad data: the receiver reports
 //! it and drops it.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::error::BadData;
 use super::position::Position;
@@ -64,7 +64,7 @@ pub(crate) fn prefix(origin: u64, except: u64, message: &Message) -> Result<[u8;
 /// A whole envelope without history numbers (NATS): one buffer, the payload copied once.
 #[cfg(any(feature = "nats", test))]
 pub(crate) fn encode_plain(prefix: &[u8; PREFIX_LEN], payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
+    let mut out = bytes::BytesMut::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(prefix);
     out.extend_from_slice(&[0; 16]);
     out.extend_from_slice(payload);
