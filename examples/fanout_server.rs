@@ -137,7 +137,10 @@ enum BrokerArg {
 
 #[cfg_attr(
     not(feature = "nats"),
-    allow(clippy::unused_async, reason = "only the NATS client connects asynchronously")
+    allow(
+        clippy::unused_async,
+        reason = "only the NATS client connects asynchronously"
+    )
 )]
 async fn rooms(broker: BrokerArg) -> Result<Rooms, BoxError> {
     match broker {
@@ -153,7 +156,10 @@ async fn rooms(broker: BrokerArg) -> Result<Rooms, BoxError> {
             let (broker, events) = Broker::nats(&url, config).await?;
             Ok(Rooms::Cluster(Cluster::builder(broker, events).start()))
         }
-        #[allow(unreachable_patterns, reason = "reachable when a broker feature is off")]
+        #[allow(
+            unreachable_patterns,
+            reason = "reachable when a broker feature is off"
+        )]
         _ => Err("this build has no such broker: add --features redis or --features nats".into()),
     }
 }

@@ -51,7 +51,10 @@ async fn a_publish_reaches_every_node_once_in_order_and_only_nodes_holding_the_t
     for sub in &mut subs {
         assert!(sub.read_until(N, 20).await, "got {} of {N}", sub.got.len());
         assert_eq!(payloads(sub), expected);
-        assert!(sub.got.iter().all(|(p, _)| p.is_none()), "NATS has no positions");
+        assert!(
+            sub.got.iter().all(|(p, _)| p.is_none()),
+            "NATS has no positions"
+        );
     }
     for sub in &mut subs {
         assert_eq!(sub.read_for(200).await, 0, "exactly once");
@@ -67,7 +70,9 @@ async fn a_publish_reaches_every_node_once_in_order_and_only_nodes_holding_the_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_stream_every_node_resubscribes_and_reports_the_gap() {
-    let Some(mut nats) = Server::start(Kind::Nats, false) else { return };
+    let Some(mut nats) = Server::start(Kind::Nats, false) else {
+        return;
+    };
     let config = config("restart");
     let a = Node::start(spec(&nats.url(), &config), 0);
     let b = Node::start(spec(&nats.url(), &config), 0);
@@ -79,7 +84,10 @@ async fn nats_restart_mid_stream_every_node_resubscribes_and_reports_the_gap() {
     settle().await;
 
     for i in 0..100 {
-        publisher.publish("s", &Message::text(format!("m{i}"))).await.unwrap();
+        publisher
+            .publish("s", &Message::text(format!("m{i}")))
+            .await
+            .unwrap();
     }
     for sub in &mut subs {
         assert!(sub.read_until(100, 10).await);
@@ -92,7 +100,10 @@ async fn nats_restart_mid_stream_every_node_resubscribes_and_reports_the_gap() {
         match publisher.publish("s", &Message::text("lost")).await {
             Err(error) => {
                 assert_eq!(error.kind(), BrokerErrorKind::Unavailable);
-                assert!(error.to_string().contains("not connected to NATS"), "{error}");
+                assert!(
+                    error.to_string().contains("not connected to NATS"),
+                    "{error}"
+                );
                 refused += 1;
             }
             Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -104,15 +115,25 @@ async fn nats_restart_mid_stream_every_node_resubscribes_and_reports_the_gap() {
     let mut i = 100;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        assert!(tokio::time::Instant::now() < deadline, "nodes did not resubscribe");
-        if publisher.publish("s", &Message::text(format!("m{i}"))).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes did not resubscribe"
+        );
+        if publisher
+            .publish("s", &Message::text(format!("m{i}")))
+            .await
+            .is_ok()
+        {
             i += 1;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut all = true;
         for sub in &mut subs {
             sub.read_for(10).await;
-            all &= sub.got.last().is_some_and(|(_, p)| p == &format!("m{}", i - 1));
+            all &= sub
+                .got
+                .last()
+                .is_some_and(|(_, p)| p == &format!("m{}", i - 1));
         }
         if all && i > 110 {
             break;
@@ -142,7 +163,10 @@ async fn nats_restart_mid_stream_every_node_resubscribes_and_reports_the_gap() {
 async fn nats_has_no_history_and_says_so() {
     let Some(nats) = shared_nats() else { return };
     let (broker, _events) = Broker::nats(&nats.url(), config("history")).await.unwrap();
-    let since = Position { epoch: 1, offset: 0 };
+    let since = Position {
+        epoch: 1,
+        offset: 0,
+    };
     let error = broker.history("t", since, 10).await.unwrap_err();
     assert_eq!(error.kind(), BrokerErrorKind::Unsupported);
     assert!(error.to_string().contains("NATS"), "{error}");
@@ -158,13 +182,18 @@ async fn bad_data_on_a_subject_is_reported_and_dropped() {
     node.join("t");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let raw = async_nats::connect(nats.url()).await.unwrap();
-    for junk in [&b"not from tower-ws, long enough to pass the length check"[..], b""] {
+    for junk in [
+        &b"not from tower-ws, long enough to pass the length check"[..],
+        b"",
+    ] {
         raw.publish(format!("{prefix}.t"), bytes::Bytes::copy_from_slice(junk))
             .await
             .unwrap();
     }
     raw.flush().await.unwrap();
-    node.publish("t", &Message::binary(vec![1, 2, 3])).await.unwrap();
+    node.publish("t", &Message::binary(vec![1, 2, 3]))
+        .await
+        .unwrap();
     let mut bad = 0;
     loop {
         match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {

@@ -121,7 +121,10 @@ async fn publish_until_taken(broker: &Broker, topic: &str, payload: String) -> u
             Ok(_) => return failures,
             Err(error) => {
                 assert_eq!(error.kind(), BrokerErrorKind::Unavailable, "{error}");
-                assert!(error.to_string().contains(&format!("publish to {topic:?}")), "{error}");
+                assert!(
+                    error.to_string().contains(&format!("publish to {topic:?}")),
+                    "{error}"
+                );
                 failures += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -131,7 +134,9 @@ async fn publish_until_taken(broker: &Broker, topic: &str, payload: String) -> u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_mid_stream_every_node_resubscribes_and_nothing_is_lost() {
-    let Some(mut redis) = Server::start(Kind::Redis, true) else { return };
+    let Some(mut redis) = Server::start(Kind::Redis, true) else {
+        return;
+    };
     let config = config("restart").op_timeout(Duration::from_millis(500));
     let a = Node::start(spec(&redis.url(), &config), 0);
     let b = Node::start(spec(&redis.url(), &config), 0);
@@ -174,7 +179,11 @@ async fn redis_restart_mid_stream_every_node_resubscribes_and_nothing_is_lost() 
             sub.got.len(),
             node.gaps()
         );
-        assert_eq!(payloads(sub), expected, "every acknowledged message, once, in order");
+        assert_eq!(
+            payloads(sub),
+            expected,
+            "every acknowledged message, once, in order"
+        );
         assert!(node.gaps().is_empty(), "{:?}", node.gaps());
         let stats = node.broker.stats();
         assert!(stats.connects >= 2, "reconnected: {stats:?}");
@@ -187,7 +196,9 @@ async fn redis_restart_mid_stream_every_node_resubscribes_and_nothing_is_lost() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_without_persistence_reports_the_new_epoch() {
-    let Some(mut redis) = Server::start(Kind::Redis, false) else { return };
+    let Some(mut redis) = Server::start(Kind::Redis, false) else {
+        return;
+    };
     let config = config("epoch").op_timeout(Duration::from_millis(500));
     let a = Node::start(spec(&redis.url(), &config), 0);
     let mut sub = Sub::connect(a.addr, "t", None).await;
@@ -211,7 +222,10 @@ async fn redis_restart_without_persistence_reports_the_new_epoch() {
     assert!(
         a.gaps().iter().any(|e| matches!(
             e,
-            Event::Gap { reason: GapReason::EpochChanged, .. }
+            Event::Gap {
+                reason: GapReason::EpochChanged,
+                ..
+            }
         )),
         "{:?}",
         a.gaps()
@@ -246,7 +260,11 @@ async fn a_client_resumes_after_its_node_restarts_and_loses_nothing() {
     let mut resumed = Sub::connect(a.addr, "chat", Some(seen)).await;
     settle().await;
     send_all(&mut pub_b, (100..120).map(|i| format!("m{i}"))).await;
-    assert!(resumed.read_until(80, 10).await, "got {}", resumed.got.len());
+    assert!(
+        resumed.read_until(80, 10).await,
+        "got {}",
+        resumed.got.len()
+    );
     // History and live traffic may overlap at the seam: keep each offset once, in order.
     let mut got = resumed.got.clone();
     got.sort_by_key(|(p, _)| p.unwrap().offset);
@@ -282,12 +300,17 @@ async fn a_client_too_far_behind_is_told_it_cannot_resume() {
     };
     let mut near = Sub::connect(a.addr, "t", Some(recent)).await;
     assert!(near.read_until(5, 10).await);
-    assert_eq!(payloads(&near), (45..50).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        payloads(&near),
+        (45..50).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_unreachable_at_start_publishes_fail_clearly_then_work() {
-    let Some(mut redis) = Server::start(Kind::Redis, false) else { return };
+    let Some(mut redis) = Server::start(Kind::Redis, false) else {
+        return;
+    };
     redis.kill();
     let config = config("late").op_timeout(Duration::from_millis(300));
     let (broker, mut events) = Broker::redis(&redis.url(), config).unwrap();
@@ -316,7 +339,11 @@ async fn redis_unreachable_at_start_publishes_fail_clearly_then_work() {
         }
         if connected && published.is_none() {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            published = broker.publish("t", &Message::text("after")).await.ok().flatten();
+            published = broker
+                .publish("t", &Message::text("after"))
+                .await
+                .ok()
+                .flatten();
         }
     }
     panic!("no delivery after Redis came up (connected: {connected})");
@@ -339,7 +366,10 @@ async fn a_lagging_node_drops_then_recovers_everything_from_history() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     const N: usize = 500;
     for i in 0..N {
-        publisher.publish("t", &Message::text(format!("m{i}"))).await.unwrap();
+        publisher
+            .publish("t", &Message::text(format!("m{i}")))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut got = Vec::new();
@@ -378,7 +408,10 @@ async fn redis_dropping_the_node_connection_is_recovered() {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
     for i in 0..200 {
-        publisher.publish("t", &Message::text(format!("m{i}"))).await.unwrap();
+        publisher
+            .publish("t", &Message::text(format!("m{i}")))
+            .await
+            .unwrap();
         if i == 100 {
             let killed: i64 = redis::cmd("CLIENT")
                 .arg("KILL")
@@ -425,7 +458,11 @@ async fn bad_data_on_a_channel_is_reported_and_dropped() {
     let mut forged = b"tws1\x01\x00".to_vec();
     forged.extend_from_slice(&[0; 32]); // epoch and offset zero: not from the script
     forged.extend_from_slice(b"hi");
-    for junk in [b"{\"hello\": \"a message this crate did not publish\"}".to_vec(), Vec::new(), forged] {
+    for junk in [
+        b"{\"hello\": \"a message this crate did not publish\"}".to_vec(),
+        Vec::new(),
+        forged,
+    ] {
         let _: i64 = redis::cmd("PUBLISH")
             .arg(&channel)
             .arg(junk)

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use super::Broker;
 use super::error::BrokerError;
 use super::event::{Delivery, Event, Events};
 use super::position::Position;
-use super::Broker;
 use crate::hub::{Hub, HubBuilder, SocketId, TopicEvent};
 use crate::proto::Message;
 
@@ -176,7 +176,10 @@ impl Cluster {
         message: &Message,
         except: SocketId,
     ) -> Result<Option<Position>, BrokerError> {
-        self.inner.broker.publish_except(topic, message, except).await
+        self.inner
+            .broker
+            .publish_except(topic, message, except)
+            .await
     }
 }
 
@@ -217,7 +220,9 @@ fn log(event: &Event) {
             reason,
             resume,
         } => tracing::warn!(?topic, ?reason, ?resume, "messages lost between nodes"),
-        Event::BadData { topic, error } => tracing::warn!(%topic, %error, "bad data from the broker"),
+        Event::BadData { topic, error } => {
+            tracing::warn!(%topic, %error, "bad data from the broker")
+        }
         Event::Connected => tracing::info!("broker connected"),
         Event::Disconnected => tracing::warn!("broker disconnected"),
     }

@@ -77,7 +77,10 @@ pub(crate) fn decode(wire: &Bytes) -> Result<Envelope, BadData> {
         return Err(BadData::new("shorter than the 38-byte header", wire));
     }
     if &wire[..4] != MAGIC {
-        return Err(BadData::new("no tws1 magic: not published by tower-ws", wire));
+        return Err(BadData::new(
+            "no tws1 magic: not published by tower-ws",
+            wire,
+        ));
     }
     if wire[5] != 0 {
         return Err(BadData::new("reserved flags set", wire));
@@ -140,7 +143,13 @@ mod tests {
         let binary = Message::binary(vec![0, 1, 2]);
         let wire = with_position(&prefix(9, 3, &binary).unwrap(), 5, 42, &[0, 1, 2]);
         let envelope = decode(&wire).unwrap();
-        assert_eq!(envelope.position, Some(Position { epoch: 5, offset: 42 }));
+        assert_eq!(
+            envelope.position,
+            Some(Position {
+                epoch: 5,
+                offset: 42
+            })
+        );
         assert_eq!(envelope.except, Some(3));
         assert_eq!(envelope.message, binary);
     }

@@ -117,12 +117,8 @@ impl Broker {
             topics: HashMap::new(),
         };
         tokio::spawn(run(node, changes_rx, nats_events));
-        let broker = Broker::from_parts(
-            random_u64(),
-            changes_tx,
-            counters,
-            Backend::Nats(publisher),
-        );
+        let broker =
+            Broker::from_parts(random_u64(), changes_tx, counters, Backend::Nats(publisher));
         Ok((broker, Events::new(events_rx)))
     }
 }
@@ -291,7 +287,7 @@ fn decode(topic: &Arc<str>, wire: &Bytes) -> Event {
             topic: topic.clone(),
             message: envelope.message,
             origin: envelope.origin,
-                    except: envelope.except,
+            except: envelope.except,
             position: None,
         }),
         Err(error) => {

@@ -39,7 +39,11 @@ impl Kind {
 fn find(binary: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into(), "/usr/bin".into()])
+        .chain([
+            "/usr/sbin".into(),
+            "/usr/local/sbin".into(),
+            "/usr/bin".into(),
+        ])
         .map(|dir| dir.join(binary))
         .find(|candidate| candidate.is_file())
 }
@@ -150,7 +154,11 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(self.addr()).is_err() {
-            assert!(Instant::now() < deadline, "{} did not start", self.kind.binary());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start",
+                self.kind.binary()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

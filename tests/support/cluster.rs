@@ -24,11 +24,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite;
 use tower::ServiceBuilder;
-use tower_ws::broker::{Broker, Cluster, Delivery, Event, Position, Recovery};
 #[cfg(feature = "nats")]
 use tower_ws::broker::NatsConfig;
 #[cfg(feature = "redis")]
 use tower_ws::broker::RedisConfig;
+use tower_ws::broker::{Broker, Cluster, Delivery, Event, Position, Recovery};
 use tower_ws::{Message, Session, UpgradeLayer, handler_fn};
 
 /// Which broker a node uses.
@@ -144,7 +144,9 @@ async fn run(
     let service = ServiceBuilder::new()
         .layer(UpgradeLayer::new(handler))
         .service_fn(|_: Request<Incoming>| async {
-            Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::from_static(b"not found"))))
+            Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::from_static(
+                b"not found",
+            ))))
         });
     let accept = async move {
         loop {
@@ -189,10 +191,14 @@ async fn serve_socket(cluster: Cluster, session: Session) -> Result<(), tower_ws
                     }
                 }
                 Ok(Recovery::TooOld { top }) => {
-                    socket.send(Message::text(format!("RESET too-old {top}"))).await?;
+                    socket
+                        .send(Message::text(format!("RESET too-old {top}")))
+                        .await?;
                 }
                 Ok(Recovery::EpochChanged { top }) => {
-                    socket.send(Message::text(format!("RESET epoch {top}"))).await?;
+                    socket
+                        .send(Message::text(format!("RESET epoch {top}")))
+                        .await?;
                 }
                 Ok(_) => unreachable!(),
                 Err(error) => {
@@ -272,7 +278,10 @@ impl Sub {
 
     /// The newest position received.
     pub fn last(&self) -> Option<Position> {
-        self.got.iter().filter_map(|(p, _)| *p).max_by_key(|p| p.offset)
+        self.got
+            .iter()
+            .filter_map(|(p, _)| *p)
+            .max_by_key(|p| p.offset)
     }
 
     pub async fn close(mut self) {

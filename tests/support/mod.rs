@@ -35,9 +35,9 @@ use tower::ServiceExt;
 use tower_ws::{Config, Role, WebSocket};
 use tower_ws::{Session, handler_fn};
 
-pub mod child;
 #[cfg(any(feature = "redis", feature = "nats"))]
 pub mod brokers;
+pub mod child;
 #[cfg(any(feature = "redis", feature = "nats"))]
 pub mod cluster;
 

@@ -46,7 +46,10 @@ pub(super) struct Inbox {
 pub(super) fn inbox(
     capacity: usize,
     counters: Arc<Counters>,
-) -> (Inbox, impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static) {
+) -> (
+    Inbox,
+    impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static,
+) {
     let (messages_tx, messages) = mpsc::channel(capacity);
     let (control_tx, control) = mpsc::unbounded_channel();
     let lagged = Arc::new(AtomicBool::new(false));

@@ -156,8 +156,8 @@ impl Broker {
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info)
-            .map_err(|e| redis_error(format!("Redis URL {url:?}"), &e))?;
+        let client =
+            redis::Client::open(info).map_err(|e| redis_error(format!("Redis URL {url:?}"), &e))?;
 
         let event_capacity = config.event_capacity;
         let counters = Arc::new(Counters::default());

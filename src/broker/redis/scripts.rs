@@ -116,7 +116,9 @@ fn integer(value: &Value) -> Option<u64> {
 /// `{epoch, offset}` from the publish script.
 pub(super) fn parse_published(value: &Value) -> Option<(u64, u64)> {
     match value {
-        Value::Array(items) if items.len() == 2 => Some((epoch_from(&items[0])?, integer(&items[1])?)),
+        Value::Array(items) if items.len() == 2 => {
+            Some((epoch_from(&items[0])?, integer(&items[1])?))
+        }
         _ => None,
     }
 }
