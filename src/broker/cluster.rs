@@ -221,7 +221,7 @@ fn log(event: &Event) {
             resume,
         } => tracing::warn!(?topic, ?reason, ?resume, "messages lost between nodes"),
         Event::BadData { topic, error } => {
-            tracing::warn!(%topic, %error, "bad data from the broker")
+            tracing::warn!(%topic, %error, "bad data from the broker");
         }
         Event::Connected => tracing::info!("broker connected"),
         Event::Disconnected => tracing::warn!("broker disconnected"),
