@@ -2,7 +2,7 @@
 //! processes sharing the room through Redis and through NATS.
 //!
 //! ```sh
-//! cargo run --release --features redis,nats --example cluster_bench -- [--secs 3] [--subs 1000]
+//! cargo run --release --features redis,nats --example cluster_bench -- [--secs 3] [--subs 1000] [--only redis|nats|oneprocess]
 //! ```
 //!
 //! It starts its own `redis-server` and `nats-server` (Debian's packages) on free loopback
@@ -73,9 +73,12 @@ async fn node_session(rooms: Rooms, session: Session) {
                     hub.publish(room, message);
                 }
                 Rooms::Cluster(cluster) => {
-                    if let Err(error) = cluster.publish(room, &message).await {
-                        eprintln!("node: {error}");
-                    }
+                    let published = cluster.publish(room, &message);
+                    tokio::spawn(async move {
+                        if let Err(error) = published.await {
+                            eprintln!("node: {error}");
+                        }
+                    });
                 }
             }
         }
@@ -483,8 +486,17 @@ fn main() -> Result<(), BoxError> {
         "| server | subscribers | payload | deliveries per server CPU-s | broker CPU per delivery | broker CPU per message | p50 at 1k msg/s | p99 | RSS per subscriber |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|m| m.to_lowercase());
     for payload in [16, 128] {
         for mode in [Mode::OneProcess, Mode::Redis, Mode::Nats] {
+            let name = format!("{mode:?}").to_lowercase();
+            if only.as_ref().is_some_and(|only| *only != name) {
+                continue;
+            }
             let cell = Cell {
                 mode,
                 subs,

@@ -19,10 +19,9 @@
 //! cargo run --release --features redis --example fanout_server 127.0.0.1:3002 --redis redis://127.0.0.1:6379
 //! ```
 //!
-//! With a broker, a publisher's messages go to the broker one after another (each waits for
-//! the broker's answer, so one publisher socket sends at most one message per round trip),
-//! and every node, this one included, delivers what the broker hands back. A publish the
-//! broker refuses is reported on stderr.
+//! With a broker, a publisher's messages are queued for the broker in order (what queues up
+//! during a round trip goes in the next one), and every node, this one included, delivers
+//! what the broker hands back. A publish the broker refuses is reported on stderr.
 //!
 //! It runs on a current-thread runtime (one core, like the uWebSockets server it is compared
 //! with; `TOWER_WS_THREADS=N` for a multi-threaded one), with the hub's defaults: 256 KiB queued
@@ -75,20 +74,21 @@ impl Rooms {
         }
     }
 
-    #[cfg_attr(
-        not(any(feature = "redis", feature = "nats")),
-        allow(clippy::unused_async, reason = "only a broker is awaited")
-    )]
-    async fn publish(&self, room: &str, message: tower_ws::Message) {
+    fn publish(&self, room: &str, message: tower_ws::Message) {
         match self {
             Rooms::Local(hub) => {
                 hub.publish(room, message);
             }
             #[cfg(any(feature = "redis", feature = "nats"))]
             Rooms::Cluster(cluster) => {
-                if let Err(error) = cluster.publish(room, &message).await {
-                    eprintln!("{error}");
-                }
+                // Queued now, in order; the answer is awaited aside, so the next message
+                // need not wait for the broker's round trip.
+                let published = cluster.publish(room, &message);
+                tokio::spawn(async move {
+                    if let Err(error) = published.await {
+                        eprintln!("{error}");
+                    }
+                });
             }
         }
     }
@@ -116,7 +116,7 @@ async fn session(
         Some(Route::Publish(room)) => {
             while let Some(Ok(message)) = socket.recv().await {
                 if message.is_text() || message.is_binary() {
-                    rooms.publish(room, message).await;
+                    rooms.publish(room, message);
                 }
             }
         }

@@ -14,6 +14,9 @@ use support::cluster::{Node, Spec, Sub, publisher, send_all};
 use tower_ws::Message;
 use tower_ws::broker::{Broker, BrokerErrorKind, Event, GapReason, NatsConfig, Position};
 
+/// Messages per fan-out run.
+const FANOUT_N: usize = 300;
+
 fn config(test: &str) -> NatsConfig {
     NatsConfig::default().prefix(unique_prefix(test))
 }
@@ -44,12 +47,15 @@ async fn a_publish_reaches_every_node_once_in_order_and_only_nodes_holding_the_t
     let mut other = Sub::connect(c.addr, "other", None).await;
     settle().await;
 
-    const N: usize = 300;
     let mut pub_a = publisher(a.addr, "news.today").await;
-    send_all(&mut pub_a, (0..N).map(|i| format!("a{i}"))).await;
-    let expected: Vec<String> = (0..N).map(|i| format!("a{i}")).collect();
+    send_all(&mut pub_a, (0..FANOUT_N).map(|i| format!("a{i}"))).await;
+    let expected: Vec<String> = (0..FANOUT_N).map(|i| format!("a{i}")).collect();
     for sub in &mut subs {
-        assert!(sub.read_until(N, 20).await, "got {} of {N}", sub.got.len());
+        assert!(
+            sub.read_until(FANOUT_N, 20).await,
+            "got {} of {FANOUT_N}",
+            sub.got.len()
+        );
         assert_eq!(payloads(sub), expected);
         assert!(
             sub.got.iter().all(|(p, _)| p.is_none()),
@@ -64,8 +70,11 @@ async fn a_publish_reaches_every_node_once_in_order_and_only_nodes_holding_the_t
     assert!(other.read_until(50, 20).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (sa, sb, sc) = (a.broker.stats(), b.broker.stats(), c.broker.stats());
-    assert_eq!((sa.received, sb.received), (N as u64, N as u64));
-    assert_eq!(sc.received, N as u64 + 50);
+    assert_eq!(
+        (sa.received, sb.received),
+        (FANOUT_N as u64, FANOUT_N as u64)
+    );
+    assert_eq!(sc.received, FANOUT_N as u64 + 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

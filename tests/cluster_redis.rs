@@ -14,6 +14,13 @@ use support::cluster::{Node, Spec, Sub, publisher, send_all};
 use tower_ws::Message;
 use tower_ws::broker::{Broker, BrokerErrorKind, Event, GapReason, Position, RedisConfig};
 
+/// Messages per fan-out run.
+const FANOUT_N: usize = 300;
+/// Messages published across a Redis restart.
+const RESTART_N: usize = 600;
+/// Messages a lagging node must recover.
+const LAG_N: usize = 500;
+
 fn config(test: &str) -> RedisConfig {
     RedisConfig::default().prefix(unique_prefix(test))
 }
@@ -52,12 +59,15 @@ async fn a_publish_reaches_every_node_once_in_order_and_only_nodes_holding_the_t
     let mut other = Sub::connect(c.addr, "other", None).await;
     settle().await;
 
-    const N: usize = 300;
     let mut pub_a = publisher(a.addr, "news").await;
-    send_all(&mut pub_a, (0..N).map(|i| format!("a{i}"))).await;
-    let expected: Vec<String> = (0..N).map(|i| format!("a{i}")).collect();
+    send_all(&mut pub_a, (0..FANOUT_N).map(|i| format!("a{i}"))).await;
+    let expected: Vec<String> = (0..FANOUT_N).map(|i| format!("a{i}")).collect();
     for sub in &mut subs {
-        assert!(sub.read_until(N, 20).await, "got {} of {N}", sub.got.len());
+        assert!(
+            sub.read_until(FANOUT_N, 20).await,
+            "got {} of {FANOUT_N}",
+            sub.got.len()
+        );
         assert_eq!(payloads(sub), expected);
         // Offsets with no hole, the same on every node.
         let offsets = offsets(sub);
@@ -81,9 +91,12 @@ async fn a_publish_reaches_every_node_once_in_order_and_only_nodes_holding_the_t
     // Broker traffic per node: each node received each "news" message once, and "other" only
     // on C.
     let (sa, sb, sc) = (a.broker.stats(), b.broker.stats(), c.broker.stats());
-    assert_eq!((sa.received, sb.received), (N as u64, N as u64));
-    assert_eq!(sc.received, N as u64 + 50);
-    assert_eq!((sa.published, sb.published), (N as u64, 50));
+    assert_eq!(
+        (sa.received, sb.received),
+        (FANOUT_N as u64, FANOUT_N as u64)
+    );
+    assert_eq!(sc.received, FANOUT_N as u64 + 50);
+    assert_eq!((sa.published, sb.published), (FANOUT_N as u64, 50));
     assert_eq!(sa.duplicates + sb.duplicates + sc.duplicates, 0);
 }
 
@@ -148,10 +161,9 @@ async fn redis_restart_mid_stream_every_node_resubscribes_and_nothing_is_lost() 
     settle().await;
     let (publisher, _events) = Broker::redis(&redis.url(), config.clone()).unwrap();
 
-    const N: usize = 600;
     let mut failures = 0;
-    for i in 0..N {
-        if i == N / 3 {
+    for i in 0..RESTART_N {
+        if i == RESTART_N / 3 {
             redis.kill();
             // Down for a while: publishes fail with a clear error meanwhile.
             let stopped = tokio::time::Instant::now();
@@ -171,11 +183,11 @@ async fn redis_restart_mid_stream_every_node_resubscribes_and_nothing_is_lost() 
         }
     }
     assert!(failures > 0, "the outage was seen by the publisher");
-    let expected: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    let expected: Vec<String> = (0..RESTART_N).map(|i| format!("m{i}")).collect();
     for (sub, node) in subs.iter_mut().zip([&a, &b, &c]) {
         assert!(
-            sub.read_until(N, 30).await,
-            "got {} of {N}; gaps {:?}",
+            sub.read_until(RESTART_N, 30).await,
+            "got {} of {RESTART_N}; gaps {:?}",
             sub.got.len(),
             node.gaps()
         );
@@ -364,8 +376,7 @@ async fn a_lagging_node_drops_then_recovers_everything_from_history() {
         }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    const N: usize = 500;
-    for i in 0..N {
+    for i in 0..LAG_N {
         publisher
             .publish("t", &Message::text(format!("m{i}")))
             .await
@@ -373,7 +384,7 @@ async fn a_lagging_node_drops_then_recovers_everything_from_history() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut got = Vec::new();
-    while got.len() < N {
+    while got.len() < LAG_N {
         match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
             Ok(Some(Event::Message(delivery))) => {
                 got.push(delivery.message.as_text().unwrap().to_owned());
@@ -382,7 +393,7 @@ async fn a_lagging_node_drops_then_recovers_everything_from_history() {
             _ => break,
         }
     }
-    let expected: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    let expected: Vec<String> = (0..LAG_N).map(|i| format!("m{i}")).collect();
     assert_eq!(got, expected);
     let stats = node.stats();
     assert!(stats.lagged > 0, "the node lagged: {stats:?}");
@@ -491,4 +502,35 @@ async fn bad_data_on_a_channel_is_reported_and_dropped() {
     assert!(bad[1].contains("shorter"), "{bad:?}");
     assert!(bad[2].contains("no offset"), "{bad:?}");
     assert_eq!(node.stats().bad_data, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_queued_without_waiting_keep_their_order() {
+    let Some(redis) = shared_redis() else { return };
+    let (broker, mut events) = Broker::redis(&redis.url(), config("pipeline")).unwrap();
+    broker.join("t");
+    loop {
+        if let Some(Event::Connected) = events.recv().await {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Queued at the call: a thousand publishes made before any is awaited go out in one or a
+    // few pipelines, in call order.
+    let pending: Vec<_> = (0..1000)
+        .map(|i| broker.publish("t", &Message::text(format!("m{i}"))))
+        .collect();
+    let mut offsets = Vec::new();
+    for published in pending.into_iter().rev() {
+        offsets.push(published.await.unwrap().unwrap().offset);
+    }
+    offsets.reverse();
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    for i in 0..1000 {
+        let Some(Event::Message(delivery)) = events.recv().await else {
+            panic!("events ended");
+        };
+        assert_eq!(delivery.message, Message::text(format!("m{i}")));
+        assert_eq!(delivery.position.unwrap().offset, offsets[i]);
+    }
 }

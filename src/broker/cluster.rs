@@ -2,6 +2,7 @@
 //! join and leave, and a task hands what the broker delivers to the hub's encode-once path.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
@@ -152,17 +153,18 @@ impl Cluster {
     }
 
     /// Publishes to the subscribers of `topic` on every node (this one included, when the
-    /// broker delivers it back, so that every node sees the same order).
+    /// broker delivers it back, so that every node sees the same order). Queued at the call,
+    /// as [`Broker::publish`].
     ///
     /// # Errors
     ///
     /// As [`Broker::publish`].
-    pub async fn publish(
+    pub fn publish(
         &self,
         topic: &str,
         message: &Message,
-    ) -> Result<Option<Position>, BrokerError> {
-        self.inner.broker.publish(topic, message).await
+    ) -> impl Future<Output = Result<Option<Position>, BrokerError>> + Send + use<> {
+        self.inner.broker.publish(topic, message)
     }
 
     /// As [`publish`](Self::publish), to all but the socket `except` of this node.
@@ -170,16 +172,13 @@ impl Cluster {
     /// # Errors
     ///
     /// As [`Broker::publish`].
-    pub async fn publish_except(
+    pub fn publish_except(
         &self,
         topic: &str,
         message: &Message,
         except: SocketId,
-    ) -> Result<Option<Position>, BrokerError> {
-        self.inner
-            .broker
-            .publish_except(topic, message, except)
-            .await
+    ) -> impl Future<Output = Result<Option<Position>, BrokerError>> + Send + use<> {
+        self.inner.broker.publish_except(topic, message, except)
     }
 }
 

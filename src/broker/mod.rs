@@ -56,6 +56,7 @@ mod error;
 mod event;
 mod membership;
 mod position;
+mod queue;
 #[cfg(feature = "redis")]
 mod sequence;
 mod stats;
@@ -65,8 +66,10 @@ mod nats;
 #[cfg(feature = "redis")]
 mod redis;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -103,6 +106,8 @@ struct Shared {
     changes: mpsc::UnboundedSender<Change>,
     counters: Arc<Counters>,
     backend: Backend,
+    queue: queue::Queue,
+    op_timeout: Duration,
 }
 
 enum Backend {
@@ -110,6 +115,63 @@ enum Backend {
     Redis(redis::Publisher),
     #[cfg(feature = "nats")]
     Nats(nats::Publisher),
+}
+
+impl Backend {
+    /// An error for a publish the backend refuses before queueing it (NATS while disconnected).
+    fn refuses(&self, topic: &str) -> Option<BrokerError> {
+        match self {
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+            #[cfg(feature = "nats")]
+            Backend::Nats(publisher) => publisher.refuses(topic),
+        }
+    }
+}
+
+/// What a backend's constructor hands to [`Broker::from_parts`].
+struct Parts {
+    changes: mpsc::UnboundedSender<Change>,
+    counters: Arc<Counters>,
+    backend: Backend,
+    queue: queue::Queue,
+    op_timeout: Duration,
+}
+
+/// Two kinds of future as one, without a `futures-util` dependency.
+mod futures_either {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pin_project_lite::pin_project! {
+        #[project = EitherProj]
+        pub(super) enum Either<L, R> {
+            Left { #[pin] future: L },
+            Right { #[pin] future: R },
+        }
+    }
+
+    #[allow(non_snake_case, reason = "constructors named like the variants")]
+    pub(super) fn Left<L, R>(future: L) -> Either<L, R> {
+        Either::Left { future }
+    }
+
+    #[allow(non_snake_case, reason = "constructors named like the variants")]
+    pub(super) fn Right<L, R>(future: R) -> Either<L, R> {
+        Either::Right { future }
+    }
+
+    impl<L: Future, R: Future<Output = L::Output>> Future for Either<L, R> {
+        type Output = L::Output;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<L::Output> {
+            match self.project() {
+                EitherProj::Left { future } => future.poll(cx),
+                EitherProj::Right { future } => future.poll(cx),
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -128,19 +190,16 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    fn from_parts(
-        node_id: u64,
-        changes: mpsc::UnboundedSender<Change>,
-        counters: Arc<Counters>,
-        backend: Backend,
-    ) -> Self {
+    fn from_parts(parts: Parts) -> Self {
         Self {
             shared: Arc::new(Shared {
-                node_id,
+                node_id: random_u64(),
                 members: Membership::default(),
-                changes,
-                counters,
-                backend,
+                changes: parts.changes,
+                counters: parts.counters,
+                backend: parts.backend,
+                queue: parts.queue,
+                op_timeout: parts.op_timeout,
             }),
         }
     }
@@ -183,20 +242,24 @@ impl Broker {
 
     /// Publishes `message` (text or binary) to every node holding `topic`, this one included.
     ///
-    /// Returns the message's [`Position`] with Redis, `None` with NATS. It waits for the
-    /// broker at most the configured `op_timeout`.
+    /// The publish is queued when this is called, before the future is polled, so publishes
+    /// reach the broker in call order even when their futures are awaited later or elsewhere
+    /// (a publisher need not wait for one before making the next; Redis receives what queued
+    /// up meanwhile in one pipeline). The future answers with the message's [`Position`] with
+    /// Redis, `None` with NATS.
     ///
     /// # Errors
     ///
-    /// [`BrokerErrorKind::Unavailable`] when the broker cannot be reached in time,
+    /// [`BrokerErrorKind::Unavailable`] when the broker cannot be reached in time (the queue
+    /// holds 4,096 publishes at most; past it a publish fails at once),
     /// [`BrokerErrorKind::Server`] when it refuses, [`BrokerErrorKind::InvalidMessage`] for a
     /// control message. A failed publish is counted in [`BrokerStats::publish_failures`].
-    pub async fn publish(
+    pub fn publish(
         &self,
         topic: &str,
         message: &Message,
-    ) -> Result<Option<Position>, BrokerError> {
-        self.publish_envelope(topic, message, 0).await
+    ) -> impl Future<Output = Result<Option<Position>, BrokerError>> + Send + use<> {
+        self.publish_envelope(topic, message, 0)
     }
 
     /// As [`publish`](Self::publish), but the socket `except` of this node does not receive
@@ -205,45 +268,48 @@ impl Broker {
     /// # Errors
     ///
     /// As [`publish`](Self::publish).
-    pub async fn publish_except(
+    pub fn publish_except(
         &self,
         topic: &str,
         message: &Message,
         except: SocketId,
-    ) -> Result<Option<Position>, BrokerError> {
-        self.publish_envelope(topic, message, except.get()).await
+    ) -> impl Future<Output = Result<Option<Position>, BrokerError>> + Send + use<> {
+        self.publish_envelope(topic, message, except.get())
     }
 
-    async fn publish_envelope(
+    fn publish_envelope(
         &self,
         topic: &str,
         message: &Message,
         except: u64,
-    ) -> Result<Option<Position>, BrokerError> {
-        let Ok(prefix) = envelope::prefix(self.shared.node_id, except, message) else {
-            return Err(BrokerError::new(
+    ) -> impl Future<Output = Result<Option<Position>, BrokerError>> + Send + use<> {
+        let shared = &self.shared;
+        let refused = match envelope::prefix(shared.node_id, except, message) {
+            Err(()) => BrokerError::new(
                 BrokerErrorKind::InvalidMessage,
                 format!("publish to {topic:?}: only text and binary messages cross nodes"),
-            ));
+            ),
+            Ok(prefix) => {
+                if let Some(error) = shared.backend.refuses(topic) {
+                    error
+                } else {
+                    let payload = message.clone().into_payload();
+                    return futures_either::Left(queue::enqueue(
+                        &shared.queue,
+                        &shared.counters,
+                        shared.op_timeout,
+                        topic,
+                        prefix,
+                        payload,
+                    ));
+                }
+            }
         };
-        let result = match &self.shared.backend {
-            #[cfg(feature = "redis")]
-            Backend::Redis(publisher) => publisher
-                .publish(topic, &prefix, message.as_payload())
-                .await
-                .map(Some),
-            #[cfg(feature = "nats")]
-            Backend::Nats(publisher) => publisher
-                .publish(topic, &prefix, message.as_payload())
-                .await
-                .map(|()| None),
-        };
-        let counter = match result {
-            Ok(_) => &self.shared.counters.published,
-            Err(_) => &self.shared.counters.publish_failures,
-        };
-        stats::bump(counter);
-        result
+        let counters = shared.counters.clone();
+        futures_either::Right(async move {
+            stats::bump(&counters.publish_failures);
+            Err(refused)
+        })
     }
 
     /// What was published on `topic` after `since`, at most `limit` messages (Redis).

@@ -15,12 +15,13 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::envelope::{self, PREFIX_LEN};
+use super::envelope;
 use super::error::{BrokerError, BrokerErrorKind};
 use super::event::{Delivery, Event, Events, GapReason};
 use super::membership::Change;
+use super::queue::{self, Request};
 use super::stats::{Counters, bump};
-use super::{Backend, Broker, random_u64};
+use super::{Backend, Broker, Parts};
 
 /// Settings of the NATS backend.
 #[derive(Debug, Clone)]
@@ -117,8 +118,16 @@ impl Broker {
             topics: HashMap::new(),
         };
         tokio::spawn(run(node, changes_rx, nats_events));
-        let broker =
-            Broker::from_parts(random_u64(), changes_tx, counters, Backend::Nats(publisher));
+        let (queue_tx, queue_rx) = mpsc::channel(queue::QUEUE_CAPACITY);
+        tokio::spawn(publish_queued(publisher.clone(), queue_rx));
+        let op_timeout = publisher.config.op_timeout;
+        let broker = Broker::from_parts(Parts {
+            changes: changes_tx,
+            counters,
+            backend: Backend::Nats(publisher),
+            queue: queue_tx,
+            op_timeout,
+        });
         Ok((broker, Events::new(events_rx)))
     }
 }
@@ -149,22 +158,22 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    pub(crate) async fn publish(
-        &self,
-        topic: &str,
-        prefix: &[u8; PREFIX_LEN],
-        payload: &[u8],
-    ) -> Result<(), BrokerError> {
-        if self.client.connection_state() != State::Connected {
-            return Err(BrokerError::new(
+    /// A publish refused before it is queued: NATS is not connected.
+    pub(crate) fn refuses(&self, topic: &str) -> Option<BrokerError> {
+        (self.client.connection_state() != State::Connected).then(|| {
+            BrokerError::new(
                 BrokerErrorKind::Unavailable,
                 format!("publish to {topic:?}: not connected to NATS"),
-            ));
-        }
-        let wire = envelope::encode_plain(prefix, payload);
-        let subject = subject(&self.config.prefix, topic);
+            )
+        })
+    }
+
+    async fn publish(&self, request: &Request) -> Result<(), BrokerError> {
+        let wire = envelope::encode_plain(&request.prefix, &request.payload);
+        let subject = subject(&self.config.prefix, &request.topic);
         let sent =
             tokio::time::timeout(self.config.op_timeout, self.client.publish(subject, wire)).await;
+        let topic = &request.topic;
         match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(BrokerError::new(
@@ -180,6 +189,14 @@ impl Publisher {
                 ),
             )),
         }
+    }
+}
+
+/// The publish queue's task: hands each publish to the NATS client, in order.
+async fn publish_queued(publisher: Publisher, mut queue: mpsc::Receiver<Request>) {
+    while let Some(request) = queue.recv().await {
+        let answer = publisher.publish(&request).await.map(|()| None);
+        let _ = request.reply.send(answer);
     }
 }
 

@@ -5,6 +5,7 @@
 //! own key prefix. Tests that kill and restart a broker start their own ([`Server`]). Without
 //! the URLs a test starts a private server when the binary is installed; without the binary it
 //! skips with a message, except in CI (`CI=true`), where it fails.
+#![allow(missing_docs, missing_debug_implementations, reason = "test helpers")]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -84,11 +85,11 @@ impl Server {
     /// missing. `persistent` (Redis): an append-only file synced on every write, so a killed
     /// server comes back with every acknowledged message.
     pub fn start(kind: Kind, persistent: bool) -> Option<Server> {
+        static N: AtomicU64 = AtomicU64::new(0);
         let Some(binary) = find(kind.binary()) else {
             missing(kind.binary());
             return None;
         };
-        static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "tower-ws-{}-{}-{}",
             kind.binary(),

@@ -8,6 +8,7 @@
 //!
 //! Text deliveries are rendered `POSITION PAYLOAD` (`-` for no position, NATS), so clients
 //! know where to resume.
+#![allow(missing_docs, missing_debug_implementations, reason = "test helpers")]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -212,10 +213,11 @@ async fn serve_socket(cluster: Cluster, session: Session) -> Result<(), tower_ws
     } else if let Some(room) = path.strip_prefix("/pub/") {
         while let Some(message) = socket.recv().await {
             let message = message?;
-            if message.is_text() || message.is_binary() {
-                if let Err(error) = cluster.publish(room, &message).await {
-                    socket.send(Message::text(format!("ERR {error}"))).await?;
-                }
+            if !message.is_text() && !message.is_binary() {
+                continue;
+            }
+            if let Err(error) = cluster.publish(room, &message).await {
+                socket.send(Message::text(format!("ERR {error}"))).await?;
             }
         }
     }

@@ -17,12 +17,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisError, Script};
 use tokio::sync::mpsc;
 
-use super::envelope::{self, PREFIX_LEN};
+use super::envelope;
 use super::error::{BrokerError, BrokerErrorKind};
 use super::event::{Delivery, Events};
 use super::position::{Position, Recovery};
+use super::queue::{self, Request};
 use super::stats::Counters;
-use super::{Backend, Broker, random_u64};
+use super::{Backend, Broker, Parts, random_u64};
 
 /// Settings of the Redis backend.
 ///
@@ -195,12 +196,16 @@ impl Broker {
             events_tx,
             counters.clone(),
         )));
-        let broker = Broker::from_parts(
-            random_u64(),
-            changes_tx,
+        let (queue_tx, queue_rx) = mpsc::channel(queue::QUEUE_CAPACITY);
+        tokio::spawn(publish_queued(publisher.clone(), queue_rx));
+        let op_timeout = publisher.config.op_timeout;
+        let broker = Broker::from_parts(Parts {
+            changes: changes_tx,
             counters,
-            Backend::Redis(publisher),
-        );
+            backend: Backend::Redis(publisher),
+            queue: queue_tx,
+            op_timeout,
+        });
         Ok((broker, Events::new(events_rx)))
     }
 }
@@ -232,42 +237,115 @@ impl Publisher {
         self.config.meta_ttl.as_secs().max(1)
     }
 
-    pub(crate) async fn publish(
-        &self,
-        topic: &str,
-        prefix: &[u8; PREFIX_LEN],
-        payload: &[u8],
-    ) -> Result<Position, BrokerError> {
-        let mut invocation = self.publish.prepare_invoke();
-        invocation
-            .key(self.key('m', topic))
-            .key(self.key('h', topic))
-            .key(self.channel(topic))
-            .arg(&prefix[..])
-            .arg(payload)
-            .arg(&scripts::epoch_bytes(random_u64())[..])
-            .arg(self.config.history_len)
-            .arg(self.age_ms())
-            .arg(self.meta_ttl_s());
-        let mut connection = self.commands.clone();
-        let answer = tokio::time::timeout(
-            self.config.op_timeout,
-            invocation.invoke_async::<redis::Value>(&mut connection),
-        )
-        .await;
-        let context = || format!("publish to {topic:?}");
-        let value = match answer {
-            Err(_) => return Err(timed_out(&context(), self.config.op_timeout)),
-            Ok(Err(e)) => return Err(redis_error(context(), &e)),
-            Ok(Ok(value)) => value,
+    /// Sends `batch` in one pipeline and answers each request; drains `batch`.
+    async fn publish_batch(&self, batch: &mut Vec<Request>) {
+        let mut results = self.run_batch(batch).await;
+        // After a Redis restart the script is gone: load it and send what bounced again.
+        let bounced: Vec<usize> = match &results {
+            Ok(results) => (0..results.len())
+                .filter(|&i| is_noscript(&results[i]))
+                .collect(),
+            Err(_) => Vec::new(),
         };
-        let (epoch, offset) = scripts::parse_published(&value).ok_or_else(|| {
-            BrokerError::new(
-                BrokerErrorKind::Server,
-                format!("{}: unexpected answer {value:?}", context()),
-            )
-        })?;
-        Ok(Position { epoch, offset })
+        if !bounced.is_empty() {
+            let mut connection = self.commands.clone();
+            let load = self.publish.load_async(&mut connection);
+            if let Ok(Ok(_)) = tokio::time::timeout(self.config.op_timeout, load).await {
+                let mut again: Vec<Request> = Vec::with_capacity(bounced.len());
+                let mut rest = Vec::with_capacity(batch.len());
+                for (i, request) in batch.drain(..).enumerate() {
+                    if bounced.binary_search(&i).is_ok() {
+                        again.push(request);
+                    } else {
+                        rest.push(request);
+                    }
+                }
+                let retried = self.run_batch(&again).await;
+                if let (Ok(first), Ok(second)) = (&mut results, retried) {
+                    let mut second = second.into_iter();
+                    let mut merged_requests = Vec::with_capacity(first.len());
+                    let mut merged = Vec::with_capacity(first.len());
+                    let (mut again, mut rest) = (again.into_iter(), rest.into_iter());
+                    for (i, result) in first.drain(..).enumerate() {
+                        if bounced.binary_search(&i).is_ok() {
+                            merged_requests.extend(again.next());
+                            merged.push(second.next().unwrap_or(result));
+                        } else {
+                            merged_requests.extend(rest.next());
+                            merged.push(result);
+                        }
+                    }
+                    *first = merged;
+                    *batch = merged_requests;
+                } else {
+                    batch.extend(again);
+                    batch.extend(rest);
+                }
+            }
+        }
+        match results {
+            Ok(results) => {
+                for (request, result) in batch.drain(..).zip(results) {
+                    let context = || format!("publish to {:?}", request.topic);
+                    let answer = match result {
+                        Ok(value) => scripts::parse_published(&value)
+                            .map(|(epoch, offset)| Some(Position { epoch, offset }))
+                            .ok_or_else(|| {
+                                BrokerError::new(
+                                    BrokerErrorKind::Server,
+                                    format!("{}: unexpected answer {value:?}", context()),
+                                )
+                            }),
+                        Err(error) => Err(redis_error(context(), &error)),
+                    };
+                    let _ = request.reply.send(answer);
+                }
+            }
+            Err(error) => {
+                for request in batch.drain(..) {
+                    let context = format!("publish to {:?}", request.topic);
+                    let answer = match &error {
+                        BatchError::TimedOut => timed_out(&context, self.config.op_timeout),
+                        BatchError::Redis(error) => redis_error(context, error),
+                    };
+                    let _ = request.reply.send(Err(answer));
+                }
+            }
+        }
+    }
+
+    async fn run_batch(
+        &self,
+        batch: &[Request],
+    ) -> Result<Vec<redis::RedisResult<redis::Value>>, BatchError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let hash = self.publish.get_hash();
+        for request in batch {
+            pipe.cmd("EVALSHA")
+                .arg(hash)
+                .arg(3)
+                .arg(self.key('m', &request.topic))
+                .arg(self.key('h', &request.topic))
+                .arg(self.channel(&request.topic))
+                .arg(&request.prefix[..])
+                .arg(&request.payload[..])
+                .arg(&scripts::epoch_bytes(random_u64())[..])
+                .arg(self.config.history_len)
+                .arg(self.age_ms())
+                .arg(self.meta_ttl_s());
+        }
+        let mut connection = self.commands.clone();
+        let query = pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut connection);
+        match tokio::time::timeout(self.config.op_timeout, query).await {
+            Err(_) => Err(BatchError::TimedOut),
+            Ok(Err(error)) => Err(BatchError::Redis(error)),
+            Ok(Ok(results)) if results.len() == batch.len() => Ok(results),
+            Ok(Ok(_)) => Err(BatchError::Redis(RedisError::from((
+                redis::ErrorKind::Client,
+                "pipeline answered with the wrong number of replies",
+            )))),
+        }
     }
 
     /// The raw history read: `(epoch, top, envelopes after since)`.
@@ -354,6 +432,24 @@ impl Publisher {
             }
             _ => Ok(Recovery::TooOld { top }),
         }
+    }
+}
+
+/// Why a whole pipeline failed.
+enum BatchError {
+    TimedOut,
+    Redis(RedisError),
+}
+
+fn is_noscript(result: &redis::RedisResult<redis::Value>) -> bool {
+    matches!(result, Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+}
+
+/// The publish queue's task: what queued up since the last round trip goes in the next one.
+async fn publish_queued(publisher: Publisher, mut queue: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(queue::BATCH);
+    while queue.recv_many(&mut batch, queue::BATCH).await > 0 {
+        publisher.publish_batch(&mut batch).await;
     }
 }
 
