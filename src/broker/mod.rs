@@ -122,7 +122,10 @@ impl Backend {
     fn refuses(&self, topic: &str) -> Option<BrokerError> {
         match self {
             #[cfg(feature = "redis")]
-            Backend::Redis(_) => None,
+            Backend::Redis(_) => {
+                let _ = topic;
+                None
+            }
             #[cfg(feature = "nats")]
             Backend::Nats(publisher) => publisher.refuses(topic),
         }
