@@ -321,6 +321,10 @@ impl Broker {
     ///
     /// [`BrokerErrorKind::Unsupported`] with NATS; [`BrokerErrorKind::Unavailable`] or
     /// [`BrokerErrorKind::Server`] when the read fails.
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(clippy::unused_async, reason = "only the Redis backend has history to await")
+    )]
     pub async fn history(
         &self,
         topic: &str,
@@ -347,6 +351,10 @@ impl Broker {
     /// # Errors
     ///
     /// As [`history`](Self::history).
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(clippy::unused_async, reason = "only the Redis backend has history to await")
+    )]
     pub async fn position(&self, topic: &str) -> Result<Position, BrokerError> {
         match &self.shared.backend {
             #[cfg(feature = "redis")]

@@ -16,7 +16,8 @@ use super::stats::{Counters, bump};
 
 /// Publishes waiting for the broker at most; past it `publish` fails at once.
 pub(crate) const QUEUE_CAPACITY: usize = 4096;
-/// Publishes sent in one round trip at most.
+/// Publishes sent in one round trip at most (Redis).
+#[cfg(feature = "redis")]
 pub(crate) const BATCH: usize = 256;
 
 /// What a publish hands the queue task.
