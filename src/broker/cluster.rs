@@ -103,6 +103,7 @@ impl ClusterBuilder {
 /// cluster.publish("room", &Message::text("to every node")).await?;
 /// # Ok(())
 /// # }
+/// # fn main() { let _ = run; }
 /// ```
 #[derive(Clone)]
 pub struct Cluster {

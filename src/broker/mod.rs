@@ -323,7 +323,10 @@ impl Broker {
     /// [`BrokerErrorKind::Server`] when the read fails.
     #[cfg_attr(
         not(feature = "redis"),
-        allow(clippy::unused_async, reason = "only the Redis backend has history to await")
+        allow(
+            clippy::unused_async,
+            reason = "only the Redis backend has history to await"
+        )
     )]
     pub async fn history(
         &self,
@@ -353,7 +356,10 @@ impl Broker {
     /// As [`history`](Self::history).
     #[cfg_attr(
         not(feature = "redis"),
-        allow(clippy::unused_async, reason = "only the Redis backend has history to await")
+        allow(
+            clippy::unused_async,
+            reason = "only the Redis backend has history to await"
+        )
     )]
     pub async fn position(&self, topic: &str) -> Result<Position, BrokerError> {
         match &self.shared.backend {

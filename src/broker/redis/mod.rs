@@ -147,6 +147,7 @@ impl Broker {
     /// }
     /// # Ok(())
     /// # }
+    /// # fn main() { let _ = run; }
     /// ```
     pub fn redis(url: &str, config: RedisConfig) -> Result<(Broker, Events), BrokerError> {
         let info = url
