@@ -447,3 +447,71 @@ async fn our_client_against_a_python_server() {
         assert_wire(&what, &counts, payload, expected.is_some());
     }
 }
+
+/// The layer with a hub: each connection subscribes to a topic of its own and publishes every
+/// message it receives there, so the peer's echo check reads back what the hub framed (and,
+/// without server context takeover, compressed once for every such subscriber).
+async fn hub_server(config: Config) -> SocketAddr {
+    let hub = tower_ws::Hub::new();
+    let handler = handler_fn(move |Session { mut socket, .. }| {
+        let hub = hub.clone();
+        async move {
+            let member = hub.join(&mut socket);
+            let topic = format!("echo-{}", member.id());
+            member.subscribe(&topic);
+            while let Some(message) = socket.recv().await {
+                let message = message?;
+                if message.is_text() || message.is_binary() {
+                    let report = hub.publish(&topic, message);
+                    assert_eq!(report.queued, 1, "published to its one subscriber");
+                }
+            }
+            Ok::<_, tower_ws::Error>(())
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(UpgradeLayer::new(handler).config(config))
+        .service(support::inner());
+    support::serve(service).await
+}
+
+/// Python's `websockets` reads back published messages: compressed once and shared (no server
+/// context takeover), compressed by the socket's own context (context takeover), and plain.
+#[tokio::test]
+#[ignore = "needs Python's websockets: run tests/interop/run.sh"]
+async fn python_client_reads_what_the_hub_published() {
+    let python = python();
+    let cases = [
+        (json!({"server_no_context_takeover": true}), true),
+        (json!({"client_max_window_bits": true}), true),
+        (Value::Null, false),
+    ];
+    for (client, compressed) in cases {
+        let what = format!("hub / websockets client {client}");
+        let addr = hub_server(Config::default().deflate(DeflateConfig::default())).await;
+        let (proxy, counts) = counting_proxy(addr).await;
+        let output = within(
+            120,
+            Command::new(&python)
+                .arg(peer_script())
+                .args(["client", &format!("ws://{proxy}/ws"), &client.to_string()])
+                .kill_on_drop(true)
+                .stdin(Stdio::null())
+                .output(),
+        )
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{what}: peer.py failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(report["failures"], json!([]), "{what}");
+        assert_eq!(report["close_code"], json!(1000), "{what}");
+        let payload = report["payload_bytes"].as_u64().unwrap();
+        assert_wire(&what, &counts, payload, compressed);
+    }
+}

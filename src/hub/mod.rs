@@ -78,10 +78,11 @@ type OnTopic = dyn Fn(&str, TopicEvent) + Send + Sync;
 /// Each socket may hold at most [`max_queued`](HubBuilder::max_queued) bytes of published frames
 /// that it has not yet moved to its write queue, and moves them only while its write queue is
 /// under [`Config::write_buffer_high_water`](crate::Config::write_buffer_high_water). A message
-/// that would pass the limit is dropped for that socket (counted in [`Published::dropped`] and
+/// that would pass the limit (unless nothing else waits: a message larger than the limit still
+/// reaches a reader that keeps up) is dropped for that socket (counted in [`Published::dropped`] and
 /// [`Member::dropped`]) or the socket is closed with 1008 (policy violation, reason
 /// `"subscriber too slow"`), as [`SlowPolicy`] says. So a subscriber that stops reading holds at
-/// most its limit plus its write queue, never slows the publisher or the other subscribers, and
+/// most its limit (or one message) plus its write queue, never slows the publisher or the other subscribers, and
 /// control frames (pongs, the close frame) are never dropped: they do not go through the hub.
 ///
 /// # permessage-deflate

@@ -184,7 +184,8 @@ impl Inbox {
         if self.is_closed() {
             return Offered::Gone;
         }
-        if state.bytes + cost > self.limit {
+        // A message larger than the limit still reaches a socket that has nothing waiting.
+        if state.bytes > 0 && state.bytes + cost > self.limit {
             return match self.policy {
                 SlowPolicy::Drop => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);

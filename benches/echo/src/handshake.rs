@@ -72,8 +72,18 @@ pub(crate) async fn client(
     host: &str,
     key: &str,
 ) -> Result<Vec<u8>, Failure> {
+    client_at(stream, host, "/", key).await
+}
+
+/// As [`client`], for the resource `path`.
+pub(crate) async fn client_at(
+    stream: &mut TcpStream,
+    host: &str,
+    path: &str,
+    key: &str,
+) -> Result<Vec<u8>, Failure> {
     let request = format!(
-        "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;

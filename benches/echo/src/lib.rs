@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod count;
+mod fanout;
 mod handshake;
 mod hist;
 mod load;
@@ -78,6 +79,7 @@ commands:
   matrix (default)   every cell for every server; prints markdown tables
   count              instructions per echoed message under valgrind --tool=callgrind
   list               servers, cells and count scenarios
+  fanout             the fan-out benchmark (broadcast bench protocol): `fanout --help`
   serve NAME ADDR    (internal) run one server; exits when stdin closes
 
 matrix options:
@@ -413,6 +415,26 @@ fn list() {
 /// The bench binary's entry point.
 pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The fan-out benchmark parses its own options (src/fanout/mod.rs).
+    let fanout = match args
+        .iter()
+        .position(|a| a != "--bench")
+        .map(|i| (i, args[i].as_str()))
+    {
+        Some((i, "fanout")) => Some(fanout::main(&args[i + 1..])),
+        Some((i, "fanout-serve")) => Some(match &args[i + 1..] {
+            [name, port, ..] => fanout::serve(name, port),
+            _ => Err(Failure::new("usage: fanout-serve NAME PORT")),
+        }),
+        _ => None,
+    };
+    if let Some(result) = fanout {
+        if let Err(e) = result {
+            eprintln!("echo-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let result = parse_options(&args).and_then(|options| match options.command.as_str() {
         "matrix" => run_matrix(&options),
         "count" => run_count(&options),
