@@ -534,3 +534,43 @@ async fn publishes_queued_without_waiting_keep_their_order() {
         assert_eq!(delivery.position.unwrap().offset, *offset);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_queue_is_bounded_and_what_failed_is_never_published_later() {
+    let Some(mut redis) = Server::start(Kind::Redis, false) else {
+        return;
+    };
+    let config = config("queue").op_timeout(Duration::from_millis(100));
+    let (broker, _events) = Broker::redis(&redis.url(), config).unwrap();
+    assert_eq!(broker.position("t").await.unwrap().offset, 0);
+    redis.kill();
+    // Far more than the queue holds, none awaited before all are made.
+    let pending: Vec<_> = (0..6000)
+        .map(|i| broker.publish("t", &Message::text(format!("m{i}"))))
+        .collect();
+    let mut full = 0;
+    for published in pending {
+        let error = published.await.unwrap_err();
+        assert_eq!(error.kind(), BrokerErrorKind::Unavailable, "{error}");
+        full += usize::from(error.to_string().contains("already wait for the broker"));
+    }
+    assert!(
+        full >= 6000 - 4096 - 256,
+        "refused at once past the bound: {full}"
+    );
+    assert_eq!(broker.stats().publish_failures, 6000);
+    redis.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let position = loop {
+        if let Ok(Some(position)) = broker.publish("t", &Message::text("after")).await {
+            break position;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Nothing that failed was sent once Redis was back: "after" is the topic's first message.
+    assert_eq!(position.offset, 1);
+}

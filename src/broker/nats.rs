@@ -195,6 +195,10 @@ impl Publisher {
 /// The publish queue's task: hands each publish to the NATS client, in order.
 async fn publish_queued(publisher: Publisher, mut queue: mpsc::Receiver<Request>) {
     while let Some(request) = queue.recv().await {
+        // A caller that gave up was told the publish failed: it must not happen later.
+        if request.reply.is_closed() {
+            continue;
+        }
         let answer = publisher.publish(&request).await.map(|()| None);
         let _ = request.reply.send(answer);
     }

@@ -450,7 +450,12 @@ fn is_noscript(result: &redis::RedisResult<redis::Value>) -> bool {
 async fn publish_queued(publisher: Publisher, mut queue: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(queue::BATCH);
     while queue.recv_many(&mut batch, queue::BATCH).await > 0 {
-        publisher.publish_batch(&mut batch).await;
+        // A caller that gave up (timed out, or dropped its future) was told the publish
+        // failed: it must not happen later behind its back.
+        batch.retain(|request| !request.reply.is_closed());
+        if !batch.is_empty() {
+            publisher.publish_batch(&mut batch).await;
+        }
     }
 }
 
