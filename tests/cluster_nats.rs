@@ -108,19 +108,17 @@ async fn nats_restart_mid_stream_every_node_resubscribes_and_reports_the_gap() {
     let mut refused = 0;
     let down = tokio::time::Instant::now();
     while down.elapsed() < Duration::from_secs(3) && refused == 0 {
-        match publisher.publish("s", &Message::text(format!("m{i}"))).await {
-            Err(error) => {
-                assert_eq!(error.kind(), BrokerErrorKind::Unavailable);
-                assert!(
-                    error.to_string().contains("not connected to NATS"),
-                    "{error}"
-                );
-                refused += 1;
-            }
-            Ok(_) => {
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let published = publisher.publish("s", &Message::text(format!("m{i}")));
+        if let Err(error) = published.await {
+            assert_eq!(error.kind(), BrokerErrorKind::Unavailable);
+            assert!(
+                error.to_string().contains("not connected to NATS"),
+                "{error}"
+            );
+            refused += 1;
+        } else {
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     assert!(refused > 0, "publishes were refused while NATS was down");
