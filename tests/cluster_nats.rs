@@ -108,8 +108,8 @@ async fn nats_restart_mid_stream_every_node_resubscribes_and_reports_the_gap() {
     let mut refused = 0;
     let down = tokio::time::Instant::now();
     while down.elapsed() < Duration::from_secs(3) && refused == 0 {
-        let published = publisher.publish("s", &Message::text(format!("m{i}")));
-        if let Err(error) = published.await {
+        let attempt = publisher.publish("s", &Message::text(format!("m{i}")));
+        if let Err(error) = attempt.await {
             assert_eq!(error.kind(), BrokerErrorKind::Unavailable);
             assert!(
                 error.to_string().contains("not connected to NATS"),
