@@ -25,7 +25,9 @@ redis_pid=$!
 nats_port=$(free_port)
 nats-server -a 127.0.0.1 -p "$nats_port" >"$brokers_dir/nats.log" 2>&1 &
 nats_pid=$!
-trap 'kill "$redis_pid" "$nats_pid" 2>/dev/null; wait "$redis_pid" "$nats_pid" 2>/dev/null; rm -rf "$brokers_dir"' EXIT
+# Under `set -e` a failing command in the trap would become the script's exit status: the
+# servers die of the signal (wait answers 143), so every step is made to succeed.
+trap 'kill "$redis_pid" "$nats_pid" 2>/dev/null || true; wait "$redis_pid" "$nats_pid" 2>/dev/null || true; rm -rf "$brokers_dir"' EXIT
 wait_port "$redis_port"
 wait_port "$nats_port"
 export TOWER_WS_REDIS_URL="redis://127.0.0.1:$redis_port"
