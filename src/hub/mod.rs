@@ -269,3 +269,22 @@ impl HubBuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::Member;
+    use crate::proto::fanout::Inbox;
+
+    /// The figures the README gives: what joining and each subscription cost.
+    #[test]
+    fn joining_and_subscribing_cost_what_the_readme_says() {
+        // The queue (with the Arc's two counts) and the member handle.
+        let join = size_of::<Inbox>() + 2 * size_of::<usize>() + size_of::<Member>();
+        println!("join: {join} bytes");
+        assert!(join <= 200, "joining costs {join} bytes");
+        // A pointer in the topic's list, a shared name in the member's.
+        assert_eq!(size_of::<Arc<Inbox>>() + size_of::<Arc<str>>(), 24);
+    }
+}

@@ -631,4 +631,34 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn encoded_frames_keep_their_place_among_direct_frames_in_one_vectored_write() {
+        let frames: Vec<_> = (0..12_u8)
+            .map(|i| (OpCode::Binary, vec![i; if i % 3 == 0 { 3000 } else { 20 }]))
+            .collect();
+        let wire = expected_wire(&frames);
+        for limit in [1, 9, 100, usize::MAX] {
+            let mut q = WriteQueue::default();
+            let mut shared = Vec::new();
+            for (i, (op, payload)) in frames.iter().enumerate() {
+                if i % 2 == 0 {
+                    // As the hub queues it: one buffer, header and payload, never copied.
+                    let encoded = Bytes::from(expected_wire(&[(*op, payload.clone())]));
+                    // Held elsewhere too, as by the other subscribers.
+                    shared.push(encoded.clone());
+                    q.push_encoded(encoded);
+                } else {
+                    q.push(*op, true, 0, Bytes::from(payload.clone()), None);
+                }
+            }
+            let mut w = Chunked::new(limit, true);
+            flush_all(&mut q, &mut w);
+            assert_eq!(w.out, wire, "limit {limit}");
+            if limit == usize::MAX {
+                assert_eq!(w.calls, 1, "one vectored write");
+            }
+            assert!(q.is_empty());
+        }
+    }
 }

@@ -440,13 +440,18 @@ pub(crate) fn main(args: &[String]) -> Result<(), Failure> {
                 }
                 match &result {
                     Ok(o) => eprintln!(
-                        "{:<12} {:<10} {:<28} {:>10.0} deliveries/CPU-s, {:?} writes/delivery, p99 {} ms, lost {}, errors {}{}",
+                        "{:<12} {:<10} {:<28} {:>10.0} deliveries/CPU-s, {:.0} deliveries/s, {} writes/delivery, p50/p99/p999 {}/{}/{} ms, {:.1} KB/subscriber, lost {}, errors {}{}",
                         cell.id,
                         label,
                         contender.name,
                         per_cpu(o),
-                        o.writes_per_delivery,
+                        float(o.deliveries) / o.window.as_secs_f64(),
+                        o.writes_per_delivery
+                            .map_or("-".into(), |w| format!("{w:.3}")),
+                        ms(o.latency.quantile(0.5)),
                         ms(o.latency.quantile(0.99)),
+                        ms(o.latency.quantile(0.999)),
+                        o.rss_per_subscriber / 1000.0,
                         o.lost,
                         o.errors,
                         o.first_error
@@ -483,9 +488,14 @@ pub(crate) fn main(args: &[String]) -> Result<(), Failure> {
         options.cores.client
     );
     text.push_str(&table(&rows));
-    if let Some(out) = &options.out {
-        std::fs::write(out, &text)?;
-    }
+    // Printed first: a bad --out path must not lose the table.
     println!("{text}");
+    if let Some(out) = &options.out {
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(out, &text)
+            .map_err(|e| Failure::new(format!("writing {}: {e}", out.display())))?;
+    }
     Ok(())
 }
