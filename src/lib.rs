@@ -84,6 +84,8 @@
 //! | `rustls` | off | `wss://` for the client, with rustls and the webpki roots |
 //! | `deflate` | off | permessage-deflate (RFC 7692), negotiated by the layer and the client: `DeflateConfig` |
 //! | `axum` | off | [`tower_ws::axum`](mod@crate::axum): axum 0.8's `WebSocketUpgrade` extractor API on this engine |
+//! | `redis` | off | topics across nodes through Redis 7, with per-topic history: `broker` |
+//! | `nats` | off | topics across nodes through core NATS (at most once): `broker` |
 //!
 //! # Limits
 //!
@@ -121,6 +123,11 @@ mod upgrade;
 
 // The engine.
 mod proto;
+
+// Beyond one node.
+#[cfg(any(feature = "redis", feature = "nats"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "redis", feature = "nats"))))]
+pub mod broker;
 
 #[doc(hidden)]
 pub mod internals;

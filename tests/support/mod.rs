@@ -35,7 +35,11 @@ use tower::ServiceExt;
 use tower_ws::{Config, Role, WebSocket};
 use tower_ws::{Session, handler_fn};
 
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub mod brokers;
 pub mod child;
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub mod cluster;
 
 /// Runs `fut`, failing the test if it takes longer than `secs`.
 pub async fn within<F: Future>(secs: u64, fut: F) -> F::Output {

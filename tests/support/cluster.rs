@@ -1,0 +1,307 @@
+//! Server nodes for the cluster tests: each node its own thread, Tokio runtime, TCP listener,
+//! broker connection and hub, speaking the broadcast bench protocol.
+//!
+//! - `GET /sub/{room}[?since=EPOCH:OFFSET]`: the socket subscribes to `room`; with `since` it
+//!   first gets what history holds after that position, or `RESET <reason> <top>`.
+//! - `GET /pub/{room}`: every message the socket sends is published to `room` on every node;
+//!   a publish that fails is answered with `ERR <error>`.
+//!
+//! Text deliveries are rendered `POSITION PAYLOAD` (`-` for no position, NATS), so clients
+//! know where to resume.
+#![allow(missing_docs, missing_debug_implementations, reason = "test helpers")]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite;
+use tower::ServiceBuilder;
+#[cfg(feature = "nats")]
+use tower_ws::broker::NatsConfig;
+#[cfg(feature = "redis")]
+use tower_ws::broker::RedisConfig;
+use tower_ws::broker::{Broker, Cluster, Delivery, Event, Position, Recovery};
+use tower_ws::{Message, Session, UpgradeLayer, handler_fn};
+
+/// Which broker a node uses.
+#[derive(Clone)]
+pub enum Spec {
+    #[cfg(feature = "redis")]
+    Redis(String, RedisConfig),
+    #[cfg(feature = "nats")]
+    Nats(String, NatsConfig),
+}
+
+/// A running node; stopped (its runtime dropped, every socket closed) when dropped.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub broker: Broker,
+    /// Every event but messages, in order.
+    pub events: Arc<Mutex<Vec<Event>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How a delivery reaches a test client.
+pub fn render(delivery: &Delivery) -> Message {
+    match &delivery.message {
+        Message::Text(text) => {
+            let position = delivery
+                .position
+                .map_or_else(|| String::from("-"), |p| p.to_string());
+            Message::text(format!("{position} {}", text.as_str()))
+        }
+        other => other.clone(),
+    }
+}
+
+impl Node {
+    /// Starts a node on `port` (0: any free port).
+    pub fn start(spec: Spec, port: u16) -> Node {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(run(spec, port, ready_tx, stop_rx));
+        });
+        let (addr, broker, events) = ready_rx.recv().expect("node failed to start");
+        Node {
+            addr,
+            broker,
+            events,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The gap events this node reported.
+    pub fn gaps(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::Gap { .. }))
+            .cloned()
+            .collect()
+    }
+}
+
+type Ready = (SocketAddr, Broker, Arc<Mutex<Vec<Event>>>);
+
+async fn run(
+    spec: Spec,
+    port: u16,
+    ready: std::sync::mpsc::Sender<Ready>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let (broker, events) = match spec {
+        #[cfg(feature = "redis")]
+        Spec::Redis(url, config) => Broker::redis(&url, config).unwrap(),
+        #[cfg(feature = "nats")]
+        Spec::Nats(url, config) => Broker::nats(&url, config).await.unwrap(),
+    };
+    let recorded = Arc::new(Mutex::new(Vec::new()));
+    let record = recorded.clone();
+    let cluster = Cluster::builder(broker.clone(), events)
+        .render(render)
+        .on_event(move |event| {
+            if !matches!(event, Event::Message(_)) {
+                record.lock().unwrap().push(event.clone());
+            }
+        })
+        .start();
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    ready
+        .send((listener.local_addr().unwrap(), broker, recorded))
+        .unwrap();
+
+    let handler = handler_fn(move |session: Session| {
+        let cluster = cluster.clone();
+        async move { serve_socket(cluster, session).await }
+    });
+    let service = ServiceBuilder::new()
+        .layer(UpgradeLayer::new(handler))
+        .service_fn(|_: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::from_static(
+                b"not found",
+            ))))
+        });
+    let accept = async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let _ = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(service),
+                    )
+                    .await;
+            });
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        () = accept => {}
+    }
+}
+
+async fn serve_socket(cluster: Cluster, session: Session) -> Result<(), tower_ws::Error> {
+    let Session {
+        mut socket,
+        handshake,
+        ..
+    } = session;
+    let path = handshake.uri().path().to_owned();
+    let query = handshake.uri().query().unwrap_or("").to_owned();
+    if let Some(room) = path.strip_prefix("/sub/") {
+        let member = cluster.hub().join(&mut socket);
+        member.subscribe(room);
+        if let Some(since) = query.strip_prefix("since=") {
+            let since: Position = since.parse().expect("since=EPOCH:OFFSET");
+            match cluster.broker().history(room, since, 100_000).await {
+                Ok(Recovery::Messages { messages, .. }) => {
+                    for delivery in &messages {
+                        socket.send(render(delivery)).await?;
+                    }
+                }
+                Ok(Recovery::TooOld { top }) => {
+                    socket
+                        .send(Message::text(format!("RESET too-old {top}")))
+                        .await?;
+                }
+                Ok(Recovery::EpochChanged { top }) => {
+                    socket
+                        .send(Message::text(format!("RESET epoch {top}")))
+                        .await?;
+                }
+                Ok(_) => unreachable!(),
+                Err(error) => {
+                    socket.send(Message::text(format!("ERR {error}"))).await?;
+                }
+            }
+        }
+        while let Some(message) = socket.recv().await {
+            message?;
+        }
+    } else if let Some(room) = path.strip_prefix("/pub/") {
+        while let Some(message) = socket.recv().await {
+            let message = message?;
+            if !message.is_text() && !message.is_binary() {
+                continue;
+            }
+            if let Err(error) = cluster.publish(room, &message).await {
+                socket.send(Message::text(format!("ERR {error}"))).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A subscriber client: what it received, parsed.
+pub struct Sub {
+    pub client: super::Client,
+    /// `(position, payload)` in arrival order.
+    pub got: Vec<(Option<Position>, String)>,
+    pub resets: Vec<String>,
+}
+
+impl Sub {
+    pub async fn connect(addr: SocketAddr, room: &str, since: Option<Position>) -> Sub {
+        let path = match since {
+            Some(since) => format!("/sub/{room}?since={since}"),
+            None => format!("/sub/{room}"),
+        };
+        Sub {
+            client: super::connect(addr, &path).await,
+            got: Vec::new(),
+            resets: Vec::new(),
+        }
+    }
+
+    /// Reads until `count` payloads arrived (resets and errors are kept apart); false if the
+    /// connection ended or `secs` passed first.
+    pub async fn read_until(&mut self, count: usize, secs: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while self.got.len() < count {
+            let next = tokio::time::timeout_at(deadline, self.client.next()).await;
+            let Ok(Some(Ok(message))) = next else {
+                return false;
+            };
+            if let tungstenite::Message::Text(text) = message {
+                let text = text.as_str();
+                if text.starts_with("RESET ") || text.starts_with("ERR ") {
+                    self.resets.push(text.to_owned());
+                    continue;
+                }
+                let (position, payload) = text.split_once(' ').expect("POSITION PAYLOAD");
+                self.got.push((position.parse().ok(), payload.to_owned()));
+            }
+        }
+        true
+    }
+
+    /// Reads for `millis` and returns how many payloads came meanwhile.
+    pub async fn read_for(&mut self, millis: u64) -> usize {
+        let before = self.got.len();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(millis),
+            self.read_until(usize::MAX, 3600),
+        )
+        .await;
+        self.got.len() - before
+    }
+
+    /// The newest position received.
+    pub fn last(&self) -> Option<Position> {
+        self.got
+            .iter()
+            .filter_map(|(p, _)| *p)
+            .max_by_key(|p| p.offset)
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.client.close(None).await;
+    }
+}
+
+/// A publisher client on `/pub/{room}`.
+pub async fn publisher(addr: SocketAddr, room: &str) -> super::Client {
+    super::connect(addr, &format!("/pub/{room}")).await
+}
+
+/// Sends `payloads` as text messages.
+pub async fn send_all(client: &mut super::Client, payloads: impl IntoIterator<Item = String>) {
+    for payload in payloads {
+        client
+            .send(tungstenite::Message::text(payload))
+            .await
+            .unwrap();
+    }
+}
