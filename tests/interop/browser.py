@@ -53,52 +53,78 @@ class DevTools:
         return json.loads(message)
 
 
-def main():
-    url, profile = sys.argv[1], sys.argv[2]
-    timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 30.0
-    # fd 3 is what Chromium reads commands from, fd 4 what it writes replies to.
-    commands_read, commands_write = os.pipe()
-    replies_read, replies_write = os.pipe()
-    # Copies above 4, so that moving them onto 3 and 4 in the child cannot clobber one another.
-    child_read = fcntl.fcntl(commands_read, fcntl.F_DUPFD, 10)
-    child_write = fcntl.fcntl(replies_write, fcntl.F_DUPFD, 10)
-    for fd in (commands_read, replies_write):
-        os.close(fd)
+class Chromium:
+    """Headless Chromium with a DevTools session per page: `open(url)`, then `evaluate(page, js)`."""
 
-    def wire_fds():
-        os.dup2(child_read, 3)
-        os.dup2(child_write, 4)
+    def __init__(self, profile):
+        # fd 3 is what Chromium reads commands from, fd 4 what it writes replies to.
+        commands_read, commands_write = os.pipe()
+        replies_read, replies_write = os.pipe()
+        # Copies above 4, so that moving them onto 3 and 4 in the child cannot clobber one another.
+        child_read = fcntl.fcntl(commands_read, fcntl.F_DUPFD, 10)
+        child_write = fcntl.fcntl(replies_write, fcntl.F_DUPFD, 10)
+        for fd in (commands_read, replies_write):
+            os.close(fd)
 
-    browser = subprocess.Popen(
-        [
-            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-pipe",
-            "about:blank",
-        ],
-        stdout=sys.stderr,
-        preexec_fn=wire_fds,
-        # Kept open through exec: subprocess closes the others after `wire_fds` has run.
-        pass_fds=(3, 4, child_read, child_write),
-    )
-    os.close(child_read)
-    os.close(child_write)
-    devtools = DevTools(commands_write, replies_read)
-    deadline = time.monotonic() + timeout
-    text = None
-    try:
-        target = devtools.call("Target.createTarget", {"url": url}, deadline=deadline)
-        session = devtools.call(
+        def wire_fds():
+            os.dup2(child_read, 3)
+            os.dup2(child_write, 4)
+
+        self.process = subprocess.Popen(
+            [
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            stdout=sys.stderr,
+            preexec_fn=wire_fds,
+            # Kept open through exec: subprocess closes the others after `wire_fds` has run.
+            pass_fds=(3, 4, child_read, child_write),
+        )
+        os.close(child_read)
+        os.close(child_write)
+        self.devtools = DevTools(commands_write, replies_read)
+
+    def open(self, url, deadline):
+        """A new page (tab) loading `url`; returns its session id."""
+        target = self.devtools.call("Target.createTarget", {"url": url}, deadline=deadline)
+        return self.devtools.call(
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True},
             deadline=deadline,
         )["sessionId"]
+
+    def evaluate(self, page, expression, deadline):
+        """The value of a JavaScript expression in the page (JSON-serialisable values only)."""
+        result = self.devtools.call(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True},
+            session=page, deadline=deadline,
+        )
+        return result.get("result", {}).get("value")
+
+    def close(self):
+        try:
+            self.devtools.call("Browser.close", deadline=time.monotonic() + 5)
+        except Exception:
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def main():
+    url, profile = sys.argv[1], sys.argv[2]
+    timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 30.0
+    browser = Chromium(profile)
+    deadline = time.monotonic() + timeout
+    text = None
+    try:
+        page = browser.open(url, deadline)
         expression = "(document.getElementById('check') || {}).textContent || null"
         while time.monotonic() < deadline:
-            result = devtools.call(
-                "Runtime.evaluate", {"expression": expression, "returnByValue": True},
-                session=session, deadline=deadline,
-            )
-            text = result.get("result", {}).get("value")
+            text = browser.evaluate(page, expression, deadline)
             if text and text != PENDING:
                 print(text)
                 return 0
@@ -106,15 +132,7 @@ def main():
         print(f"timeout: {text}")
         return 1
     finally:
-        try:
-            devtools.call("Browser.close", deadline=time.monotonic() + 5)
-        except Exception:
-            pass
-        try:
-            browser.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-            browser.wait()
+        browser.close()
 
 
 if __name__ == "__main__":
