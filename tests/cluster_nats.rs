@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use support::brokers::{Kind, Server, shared_nats, unique_prefix};
-use support::cluster::{Node, Spec, Sub, publisher, send_all};
+use support::cluster::{Node, Spec, Sub, fan_out_across_three_nodes, settle};
 use tower_ws::Message;
 use tower_ws::broker::{Broker, BrokerErrorKind, Event, GapReason, NatsConfig, Position};
 
@@ -25,56 +25,17 @@ fn spec(url: &str, config: &NatsConfig) -> Spec {
     Spec::Nats(url.to_owned(), config.clone())
 }
 
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-}
-
-fn payloads(sub: &Sub) -> Vec<String> {
-    sub.got.iter().map(|(_, p)| p.clone()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_reaches_every_node_once_in_order_and_only_nodes_holding_the_topic() {
     let Some(nats) = shared_nats() else { return };
-    let config = config("fanout");
-    let a = Node::start(spec(&nats.url(), &config), 0);
-    let b = Node::start(spec(&nats.url(), &config), 0);
-    let c = Node::start(spec(&nats.url(), &config), 0);
-    let mut subs = Vec::new();
-    for node in [&a, &b, &b, &c] {
-        subs.push(Sub::connect(node.addr, "news.today", None).await);
-    }
-    let mut other = Sub::connect(c.addr, "other", None).await;
-    settle().await;
-
-    let mut pub_a = publisher(a.addr, "news.today").await;
-    send_all(&mut pub_a, (0..FANOUT_N).map(|i| format!("a{i}"))).await;
-    let expected: Vec<String> = (0..FANOUT_N).map(|i| format!("a{i}")).collect();
-    for sub in &mut subs {
-        assert!(
-            sub.read_until(FANOUT_N, 20).await,
-            "got {} of {FANOUT_N}",
-            sub.got.len()
-        );
-        assert_eq!(payloads(sub), expected);
+    let spec = spec(&nats.url(), &config("fanout"));
+    let (subs, _nodes) = fan_out_across_three_nodes(spec, "news.today", FANOUT_N, &[1]).await;
+    for sub in &subs {
         assert!(
             sub.got.iter().all(|(p, _)| p.is_none()),
             "NATS has no positions"
         );
     }
-    for sub in &mut subs {
-        assert_eq!(sub.read_for(200).await, 0, "exactly once");
-    }
-    let mut pub_b = publisher(b.addr, "other").await;
-    send_all(&mut pub_b, (0..50).map(|i| format!("o{i}"))).await;
-    assert!(other.read_until(50, 20).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (sa, sb, sc) = (a.broker.stats(), b.broker.stats(), c.broker.stats());
-    assert_eq!(
-        (sa.received, sb.received),
-        (FANOUT_N as u64, FANOUT_N as u64)
-    );
-    assert_eq!(sc.received, FANOUT_N as u64 + 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -305,3 +305,94 @@ pub async fn send_all(client: &mut super::Client, payloads: impl IntoIterator<It
             .unwrap();
     }
 }
+
+/// Gives the nodes' broker SUBSCRIBEs time to land: they are asynchronous to the WebSocket
+/// handshakes that caused them.
+pub async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+}
+
+/// The payloads a subscriber received, in order.
+pub fn payloads(sub: &Sub) -> Vec<String> {
+    sub.got.iter().map(|(_, p)| p.clone()).collect()
+}
+
+/// Waits for the broker's first `Event::Connected` (events before it are dropped), then a
+/// little more for its subscriptions to land.
+pub async fn until_connected(events: &mut tower_ws::broker::Events) {
+    loop {
+        match events.recv().await {
+            Some(Event::Connected) => break,
+            Some(_) => {}
+            None => panic!("the broker's event stream ended before it connected"),
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+}
+
+/// Three nodes A, B, C on `spec`; subscribers of `topic` on every node (two on each of
+/// `doubled`'s nodes), one subscriber of `other` on C; `count` messages published on A, then 50
+/// on B to `other`. Checks what is common to every broker: each subscriber of `topic` got the
+/// `count` payloads exactly once and in order, `other`'s subscriber its 50, and each node
+/// received from the broker only the topics it holds (A and B `count`, C `count + 50`).
+/// Returns the subscribers of `topic` and the three nodes for the broker-specific checks.
+pub async fn fan_out_across_three_nodes(
+    spec: Spec,
+    topic: &str,
+    count: usize,
+    doubled: &[usize],
+) -> (Vec<Sub>, [Node; 3]) {
+    let nodes = [
+        Node::start(spec.clone(), 0),
+        Node::start(spec.clone(), 0),
+        Node::start(spec, 0),
+    ];
+    let mut subs = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for _ in 0..if doubled.contains(&i) { 2 } else { 1 } {
+            subs.push(Sub::connect(node.addr, topic, None).await);
+        }
+    }
+    // Node C holds "other" too; A and B do not.
+    let mut other = Sub::connect(nodes[2].addr, "other", None).await;
+    settle().await;
+
+    let mut pub_a = publisher(nodes[0].addr, topic).await;
+    send_all(&mut pub_a, (0..count).map(|i| format!("a{i}"))).await;
+    let expected: Vec<String> = (0..count).map(|i| format!("a{i}")).collect();
+    for sub in &mut subs {
+        assert!(
+            sub.read_until(count, 20).await,
+            "got {} of {count}",
+            sub.got.len()
+        );
+        assert_eq!(payloads(sub), expected);
+    }
+    // Nothing more: exactly once.
+    for sub in &mut subs {
+        assert_eq!(sub.read_for(200).await, 0, "exactly once");
+    }
+
+    // "other" from B reaches only C; A and B never subscribed it.
+    let mut pub_b = publisher(nodes[1].addr, "other").await;
+    send_all(&mut pub_b, (0..50).map(|i| format!("o{i}"))).await;
+    assert!(other.read_until(50, 20).await);
+
+    // Broker traffic per node: each node received each message of `topic` once, and "other"
+    // only on C. The counters are the nodes' own, updated on their threads: wait (bounded) until
+    // they reach the expected figures, then check they do not pass them.
+    let count = count as u64;
+    let expected = [count, count, count + 50];
+    let received = || nodes.each_ref().map(|node| node.broker.stats().received);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while received() != expected && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        received(),
+        expected,
+        "messages each node received from the broker"
+    );
+    (subs, nodes)
+}

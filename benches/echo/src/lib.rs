@@ -367,9 +367,27 @@ fn run_matrix(options: &Options) -> Result<(), Failure> {
             );
         },
     );
-    let mut text = format!(
-        "Machine: {}. {} rounds per cell (server order reversed every round), {:?} warm-up and \
-         {:?} measured per run; servers on core {}, load generator on core {}; {} s in all; \
+    let text = run_header(
+        ("server", "servers"),
+        &timing,
+        options,
+        started,
+        &load_before,
+    ) + &report::markdown(&results);
+    publish_tables(&text, options, "matrix")
+}
+
+/// The first paragraph of a wall-clock run's report: machine, timing, cores, load.
+fn run_header(
+    (order, servers): (&str, &str),
+    timing: &matrix::Timing,
+    options: &Options,
+    started: std::time::Instant,
+    load_before: &str,
+) -> String {
+    format!(
+        "Machine: {}. {} rounds per cell ({order} order reversed every round), {:?} warm-up and \
+         {:?} measured per run; {servers} on core {}, load generator on core {}; {} s in all; \
          1-minute load average {} at the start, {} at the end.\n\n",
         machine(),
         timing.rounds,
@@ -380,19 +398,21 @@ fn run_matrix(options: &Options) -> Result<(), Failure> {
         started.elapsed().as_secs(),
         load_before,
         load_average(),
-    );
-    text.push_str(&report::markdown(&results));
+    )
+}
+
+/// Prints a report and writes it to `--out`, or to `target/echo-bench/STEM-SECONDS.md`.
+fn publish_tables(text: &str, options: &Options, stem: &str) -> Result<(), Failure> {
     let out = options.out.clone().unwrap_or_else(|| {
         target_dir()
             .join("echo-bench")
-            .join(format!("matrix-{}.md", now_secs()))
+            .join(format!("{stem}-{}.md", now_secs()))
     });
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&out, &text)?;
-    let mut stdout = std::io::stdout();
-    stdout.write_all(text.as_bytes())?;
+    std::fs::write(&out, text)?;
+    std::io::stdout().write_all(text.as_bytes())?;
     eprintln!("tables written to {}", out.display());
     Ok(())
 }
@@ -430,33 +450,9 @@ fn run_paths(options: &Options) -> Result<(), Failure> {
             );
         },
     )?;
-    let mut text = format!(
-        "Machine: {}. {} rounds per cell (path order reversed every round), {:?} warm-up and \
-         {:?} measured per run; server on core {}, load generator on core {}; {} s in all; \
-         1-minute load average {} at the start, {} at the end.\n\n",
-        machine(),
-        timing.rounds,
-        timing.warmup,
-        timing.window,
-        options.cores.server,
-        options.cores.client,
-        started.elapsed().as_secs(),
-        load_before,
-        load_average(),
-    );
-    text.push_str(&paths::markdown(&results));
-    let out = options.out.clone().unwrap_or_else(|| {
-        target_dir()
-            .join("echo-bench")
-            .join(format!("paths-{}.md", now_secs()))
-    });
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&out, &text)?;
-    std::io::stdout().write_all(text.as_bytes())?;
-    eprintln!("table written to {}", out.display());
-    Ok(())
+    let text = run_header(("path", "server"), &timing, options, started, &load_before)
+        + &paths::markdown(&results);
+    publish_tables(&text, options, "paths")
 }
 
 fn run_count(options: &Options) -> Result<(), Failure> {
