@@ -43,6 +43,33 @@ fn peer_script() -> String {
     format!("{}/tests/interop/peer.py", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `peer.py client` against `ws://{addr}/ws` with the extension offer `client` and returns
+/// its report, after checking that its script passed and the connection closed with 1000.
+async fn python_client(python: &str, addr: SocketAddr, client: &Value, what: &str) -> Value {
+    let output = within(
+        120,
+        Command::new(python)
+            .arg(peer_script())
+            .args(["client", &format!("ws://{addr}/ws"), &client.to_string()])
+            .kill_on_drop(true)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{what}: peer.py failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["failures"], json!([]), "{what}");
+    assert_eq!(report["close_code"], json!(1000), "{what}");
+    report
+}
+
 /// Bytes that crossed a [`counting_proxy`] in each direction.
 #[derive(Debug, Default)]
 struct Counts {
@@ -211,27 +238,7 @@ async fn python_client_against_the_layer() {
         let what = format!("layer {server:?} / websockets client {client}");
         let (addr, mut negotiated) = layer_server(Config::default().deflate(server)).await;
         let (proxy, counts) = counting_proxy(addr).await;
-        let output = within(
-            120,
-            Command::new(&python)
-                .arg(peer_script())
-                .args(["client", &format!("ws://{proxy}/ws"), &client.to_string()])
-                .kill_on_drop(true)
-                .stdin(Stdio::null())
-                .output(),
-        )
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{what}: peer.py failed ({}):\n{stdout}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let report: Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert_eq!(report["failures"], json!([]), "{what}");
-        assert_eq!(report["close_code"], json!(1000), "{what}");
+        let report = python_client(&python, proxy, &client, &what).await;
         let ours = within(5, negotiated.recv()).await.unwrap();
         assert_eq!(ours, expected, "{what}: what the layer negotiated");
         assert_eq!(
@@ -490,27 +497,7 @@ async fn python_client_reads_what_the_hub_published() {
         let what = format!("hub / websockets client {client}");
         let addr = hub_server(Config::default().deflate(DeflateConfig::default())).await;
         let (proxy, counts) = counting_proxy(addr).await;
-        let output = within(
-            120,
-            Command::new(&python)
-                .arg(peer_script())
-                .args(["client", &format!("ws://{proxy}/ws"), &client.to_string()])
-                .kill_on_drop(true)
-                .stdin(Stdio::null())
-                .output(),
-        )
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{what}: peer.py failed ({}):\n{stdout}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let report: Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert_eq!(report["failures"], json!([]), "{what}");
-        assert_eq!(report["close_code"], json!(1000), "{what}");
+        let report = python_client(&python, proxy, &client, &what).await;
         let payload = report["payload_bytes"].as_u64().unwrap();
         assert_wire(&what, &counts, payload, compressed);
     }
