@@ -6,7 +6,11 @@
 //! cargo run --example axum --features axum     # http://127.0.0.1:3000, open it in two tabs
 //! ```
 //!
-//! Every message a member sends is broadcast to every member. `/chat` uses axum's `any`
+//! Every message a member sends goes to every member, the sender too (the page shows what the
+//! room says, its own lines included), through one `tower_ws::Hub` in the router's state: each
+//! socket joins it from the extractor (`socket.join(&hub)`) and subscribes to the room, and a
+//! line is framed once for all the members and written by each member's own task while it waits
+//! in `recv`. No broadcast channel, no second task per member. `/chat` uses axum's `any`
 //! method router so that HTTP/2 WebSocket handshakes (an extended CONNECT, not a GET) reach
 //! the extractor; axum's `serve` enables the connect protocol when axum's `http2` feature is on.
 //! Ctrl-C closes every member's socket with 1001 (going away) through the settings' `Shutdown`.
@@ -14,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query, State};
@@ -22,31 +26,32 @@ use axum::response::{Html, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
-use tower_ws::Shutdown;
 use tower_ws::axum::{Message, UpgradeSettings, WebSocket, WebSocketUpgrade};
+use tower_ws::{Hub, Shutdown};
 
-/// The chat room: a broadcast channel and a few counters.
+/// The room's topic in the hub.
+const ROOM: &str = "room";
+
+/// The chat room: the hub its members join, and a message counter.
 #[derive(Clone, Debug)]
 struct Room {
-    lines: broadcast::Sender<String>,
-    members: Arc<AtomicUsize>,
+    hub: Hub,
     messages: Arc<AtomicU64>,
 }
 
 impl Room {
     fn new() -> Self {
         Self {
-            lines: broadcast::channel(256).0,
-            members: Arc::default(),
+            hub: Hub::new(),
             messages: Arc::default(),
         }
     }
 
+    /// Publishes `line` to every member, framed once for all of them. A member over its
+    /// queue limit (a reader far behind) misses the line; the hub counts it.
     fn say(&self, line: String) {
         self.messages.fetch_add(1, Ordering::Relaxed);
-        // No receivers is fine: nobody is listening.
-        let _ = self.lines.send(line);
+        self.hub.publish(ROOM, line);
     }
 }
 
@@ -77,7 +82,7 @@ pub fn app() -> Router {
 
 async fn stats(State(room): State<Room>) -> Json<Value> {
     Json(json!({
-        "members": room.members.load(Ordering::Relaxed),
+        "members": room.hub.subscriber_count(ROOM),
         "messages": room.messages.load(Ordering::Relaxed),
     }))
 }
@@ -109,34 +114,19 @@ fn name(asked: Option<&str>) -> String {
     }
 }
 
-/// One member's socket: relay what they say to the room, and the room to them.
+/// One member's socket: what they say goes to the room; what the room says reaches them while
+/// their task waits in `recv` (the hub queues it, `recv` writes it).
 async fn member(room: Room, name: String, mut socket: WebSocket) {
-    let mut lines = room.lines.subscribe();
-    room.members.fetch_add(1, Ordering::Relaxed);
+    let member = socket.join(&room.hub);
+    member.subscribe(ROOM);
     room.say(format!("* {name} joined"));
-    loop {
-        tokio::select! {
-            // Both `recv`s are cancel safe: nothing is lost when the other one wins.
-            message = socket.recv() => match message {
-                Some(Ok(Message::Text(text))) => room.say(format!("{name}: {text}")),
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break,
-            },
-            line = lines.recv() => {
-                let line = match line {
-                    Ok(line) => line,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        format!("* you missed {missed} messages")
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                };
-                if socket.send(Message::text(line)).await.is_err() {
-                    break;
-                }
-            }
+    while let Some(Ok(message)) = socket.recv().await {
+        if let Message::Text(text) = message {
+            room.say(format!("{name}: {text}"));
         }
     }
-    room.members.fetch_sub(1, Ordering::Relaxed);
+    // Leaves the room (the end of the connection would too, at the next line said).
+    drop(member);
     room.say(format!("* {name} left"));
 }
 

@@ -67,6 +67,9 @@ async fn every_member_receives_every_message() {
 
     bounded(bob.close(None)).await.unwrap();
     assert_eq!(next_text(&mut alice).await, "* bob left");
+    // Bob's member left the hub before the line was said.
+    assert_eq!(json(addr, "/api/stats").await["members"], 1);
+    assert_eq!(json(addr, "/api/stats").await["messages"], 5);
 }
 
 #[tokio::test]

@@ -29,7 +29,8 @@
 //! [`Config`](crate::Config) and a [`Shutdown`](crate::Shutdown) that reaches upgraded
 //! sockets; [`WebSocketUpgrade::config`], [`keepalive`](WebSocketUpgrade::keepalive) and
 //! `deflate` per handler; [`WebSocket::get_mut`] / [`into_inner`](WebSocket::into_inner) for
-//! this crate's socket underneath. To test a route without a network, see
+//! this crate's socket underneath; [`WebSocket::join`] for fan-out through a
+//! [`Hub`](crate::Hub) (a chat room without a broadcast channel or a task per socket). To test a route without a network, see
 //! `ClientBuilder::connect_service` (features `axum` and `client`).
 
 mod message;

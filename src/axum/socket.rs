@@ -13,6 +13,7 @@ use futures_sink::Sink;
 use http::HeaderValue;
 
 use super::message::Message;
+use crate::hub::{Hub, Member};
 use crate::io::UpgradedIo;
 use crate::proto;
 
@@ -38,7 +39,7 @@ use crate::proto;
 /// [`into_inner`](Self::into_inner) give its [`tower_ws::WebSocket`](crate::WebSocket), for
 /// what axum's API has no word for (a [`Closer`](crate::Closer), [`close`](crate::WebSocket::close)
 /// with a code, sending in [`Frame`](crate::Frame)s), or to hand the socket to code written
-/// for the tower layer.
+/// for the tower layer. [`join`](Self::join) joins it to a [`Hub`] for publish/subscribe.
 ///
 /// Received pings and pongs are delivered, as in axum; the engine answers pings on its own.
 /// `recv` is cancel safe, and a dropped `send` queued the whole message or nothing.
@@ -113,6 +114,44 @@ impl WebSocket {
     #[inline]
     pub fn get_mut(&mut self) -> &mut proto::WebSocket<UpgradedIo> {
         &mut self.inner.socket
+    }
+
+    /// Joins this socket to `hub` (fan-out by topic): the returned [`Member`] subscribes it to
+    /// topics and publishes to them. The same as [`Hub::join`] on [`get_mut`](Self::get_mut).
+    ///
+    /// What is published to the socket is written by the socket's own task while it polls the
+    /// socket: in [`recv`](Self::recv) (where a handler normally waits, so a member that only
+    /// reads gets every message as soon as it is published), [`send`](Self::send), or the
+    /// `Stream` / `Sink` halves after `split`. No task per socket, no channel: each message is
+    /// framed once for all its subscribers. Dropping the member, or the end of the connection,
+    /// unsubscribes the socket.
+    ///
+    /// ```
+    /// use axum::{Router, extract::State, response::Response, routing::any};
+    /// use tower_ws::Hub;
+    /// use tower_ws::axum::{Message, WebSocket, WebSocketUpgrade};
+    ///
+    /// let app: Router = Router::new().route("/chat", any(chat)).with_state(Hub::new());
+    ///
+    /// async fn chat(ws: WebSocketUpgrade, State(hub): State<Hub>) -> Response {
+    ///     ws.on_upgrade(move |socket| member(socket, hub))
+    /// }
+    ///
+    /// async fn member(mut socket: WebSocket, hub: Hub) {
+    ///     let member = socket.join(&hub);
+    ///     member.subscribe("lobby");
+    ///     // Waiting in `recv` also writes what the lobby publishes to this socket.
+    ///     while let Some(Ok(message)) = socket.recv().await {
+    ///         if let Message::Text(text) = message {
+    ///             // Everyone in the lobby, this socket too (`member.publish`: all but it).
+    ///             hub.publish("lobby", text.as_str());
+    ///         }
+    ///     }
+    /// }
+    /// # let _ = app;
+    /// ```
+    pub fn join(&mut self, hub: &Hub) -> Member {
+        hub.join(&mut self.inner.socket)
     }
 
     /// This crate's socket underneath. When the extractor's callback returns, the socket is

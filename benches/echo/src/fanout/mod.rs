@@ -1,5 +1,5 @@
 //! The fan-out benchmark (`fanout` command): the broadcast bench protocol against tower-ws's
-//! hub, the `tokio::sync::broadcast` idiom on axum and tokio-websockets, uWebSockets' pub/sub
+//! hub (behind the layer and behind the axum extractor), the `tokio::sync::broadcast` idiom on axum and tokio-websockets, uWebSockets' pub/sub
 //! when `../shared/peers/uws/uws-broadcast` is there, and any server given as a command.
 //!
 //! Each server runs in its own process pinned to the server core (the built-in ones on a
@@ -121,7 +121,7 @@ usage: cargo bench -p echo-bench --bench echo -- fanout [OPTIONS]
 
   --cells a,b          cells (default all): 1x1k-16 1x1k-128 1x1k-1k 1x10k-16 1x10k-128
                        1x10k-1k 100x100-16 100x100-128 100x100-1k
-  --servers a,b        built-in servers (default all): tower-ws axum-broadcast
+  --servers a,b        built-in servers (default all): tower-ws tower-ws-axum axum-broadcast
                        tokio-websockets-broadcast; uws joins when ../shared/peers/uws is there
   --server NAME=CMD    one more server: CMD is run with {port} replaced (repeatable)
   --window N           publisher window, messages in flight per room (default 8)

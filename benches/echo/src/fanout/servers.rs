@@ -3,6 +3,8 @@
 //! current-thread runtime of its own process, pinned to the server core.
 //!
 //! - `tower-ws`: the hub behind the layer, routed as `examples/fanout_server.rs` does.
+//! - `tower-ws-axum`: the same hub from axum's side: an axum `Router` on the `tower_ws::axum`
+//!   extractor, each socket joining through `WebSocket::join`, under `axum::serve`.
 //! - `axum`: axum 0.8's `ws` with the idiom of axum's chat example: one
 //!   `tokio::sync::broadcast` channel per room, and per subscriber a task that receives from
 //!   it and `send`s each message on its own.
@@ -35,6 +37,11 @@ pub(crate) const ALL: &[FanoutServer] = &[
         name: "tower-ws",
         about: "tower-ws `Hub` behind hyper 1 and its `UpgradeLayer` (examples/fanout_server.rs)",
         run: |l| Box::pin(tower_ws_hub(l)),
+    },
+    FanoutServer {
+        name: "tower-ws-axum",
+        about: "tower-ws `Hub` on its axum extractor (`tower_ws::axum`, `socket.join(&hub)`) in an axum 0.8 `Router` under `axum::serve`",
+        run: |l| Box::pin(tower_ws_axum_hub(l)),
     },
     FanoutServer {
         name: "axum-broadcast",
@@ -139,6 +146,51 @@ async fn tower_ws_hub(listener: TcpListener) -> std::io::Result<()> {
         }
     })
     .await
+}
+
+/// The hub behind axum: `Path` and `State` extractors beside `tower_ws::axum`'s
+/// `WebSocketUpgrade`, the same hub settings as `tower-ws`.
+async fn tower_ws_axum_hub(listener: TcpListener) -> std::io::Result<()> {
+    use axum::Router;
+    use axum::extract::{Path, State};
+    use axum::response::Response;
+    use axum::routing::any;
+    use axum::serve::ListenerExt as _;
+    use tower_ws::Hub;
+    use tower_ws::axum::{WebSocket, WebSocketUpgrade};
+
+    async fn sub(
+        ws: WebSocketUpgrade,
+        Path(room): Path<String>,
+        State(hub): State<Hub>,
+    ) -> Response {
+        ws.on_upgrade(move |mut socket: WebSocket| async move {
+            let member = socket.join(&hub);
+            member.subscribe(&room);
+            drop(room);
+            while let Some(Ok(_)) = socket.recv().await {}
+        })
+    }
+    async fn publish(
+        ws: WebSocketUpgrade,
+        Path(room): Path<String>,
+        State(hub): State<Hub>,
+    ) -> Response {
+        ws.on_upgrade(move |mut socket: WebSocket| async move {
+            while let Some(Ok(message)) = socket.recv().await {
+                // With its opcode; pings and pongs publish nothing.
+                hub.publish(&room, message);
+            }
+        })
+    }
+    let app = Router::new()
+        .route("/sub/{room}", any(sub))
+        .route("/pub/{room}", any(publish))
+        .with_state(Hub::builder().max_queued(1 << 20).build());
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).await
 }
 
 // ----- the broadcast idiom ----------------------------------------------------------------
