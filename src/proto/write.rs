@@ -30,7 +30,8 @@ const INLINE_MAX: usize = 1024;
 /// [`push`](WriteQueue::push) would copy. The kernel's vectored path costs more per slice than
 /// a small copy: with one room of 1,000 subscribers and 16 B messages, writing each socket's
 /// burst of small frames from one buffer with a plain `write` instead of one slice per frame
-/// with `writev` cut the server's time in the write system call per delivery.
+/// with `writev` cut the server's time per extra frame in a write from 0.55 to 0.40 us, and
+/// raised deliveries per server CPU-second by 8% to 39% across the fan-out bench's cells.
 const CORK_MAX: usize = MAX_HEADER_LEN + INLINE_MAX;
 
 /// Slices handed to one vectored write.
