@@ -68,7 +68,8 @@ type OnTopic = dyn Fn(&str, TopicEvent) + Send + Sync;
 /// A socket writes the frames published to it while its task polls it: in
 /// [`recv`](WebSocket::recv) (where a handler normally waits), [`send`](WebSocket::send),
 /// [`flush`](WebSocket::flush). Everything queued for it since its last wake-up goes out in one
-/// vectored write, with its own sends, in the order the publishes and sends were made: per
+/// write (small frames copied into the socket's write buffer, frames over 1 KiB of payload by
+/// reference in a vectored write), with its own sends, in the order the publishes and sends were made: per
 /// topic, and between [`send`](WebSocket::send) and what it receives from topics. Publishing
 /// never waits and never writes; it costs, per subscriber, a reference-count increment and a
 /// push onto that socket's queue.

@@ -3,9 +3,10 @@
 //! The [`Hub`](crate::hub::Hub) frames a published message once (a server frame is unmasked, so
 //! the same bytes serve every subscriber) and offers the frame to each subscriber's [`Inbox`]: a
 //! reference-counted [`Bytes`] pushed onto a queue, no copy and, once the queue has grown to its
-//! working size, no allocation. The socket's task moves the frames into its write queue (by
-//! reference, see `WriteQueue::push_encoded`) when it wakes, ahead of any message it sends
-//! itself afterwards, so one vectored write carries both, in the order they were made.
+//! working size, no allocation. The socket's task moves the frames into its write queue when it
+//! wakes (see `WriteQueue::push_encoded`: a small frame is copied into the socket's write buffer,
+//! a large one queued by reference), ahead of any message it sends itself afterwards, so one
+//! write carries both, in the order they were made.
 //!
 //! The inbox is bounded: [`Inbox::offer`] refuses a frame that would take the bytes waiting past
 //! the socket's limit, and then either drops it for this socket (counted) or closes the socket,

