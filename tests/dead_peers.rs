@@ -156,19 +156,21 @@ async fn keepalive_ends_a_half_open_session_within_interval_plus_timeout() {
 
     let mut client = connect(proxy, "/ws").await;
     let mut client_without = connect(proxy_without, "/ws").await;
-    for client in [&mut client, &mut client_without] {
+    let mut sent_at = Instant::now();
+    for client in [&mut client_without, &mut client] {
+        // The keepalive server last hears from its client after this instant (its read of the
+        // message), and the freeze comes later: it is the earliest its timers may count from.
+        sent_at = Instant::now();
         within(5, client.send(TMessage::text("through the proxy")))
             .await
             .unwrap();
         let echo = within(5, client.next()).await.unwrap().unwrap();
         assert_eq!(echo, TMessage::text("through the proxy"));
     }
-    // The server last heard from the client before this instant.
-    let frozen_at = Instant::now();
     freeze.notify_waiters();
 
     let (who, outcome, at) = within(30, ended.recv()).await.unwrap();
-    let after = at - frozen_at;
+    let after = at - sent_at;
     assert_eq!((who, outcome), ("reader", Some(ErrorKind::Timeout)));
     eprintln!("half-open session ended after {after:?} (keepalive {INTERVAL:?} + {TIMEOUT:?})");
     // Timers never fire early; the upper bound only allows for a loaded machine.
