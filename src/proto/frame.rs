@@ -112,6 +112,7 @@ pub(crate) struct HeaderRules {
 /// # Errors
 ///
 /// The protocol rule the header breaks.
+#[inline]
 pub(crate) fn decode_header(
     buf: &[u8],
     rules: &HeaderRules,
