@@ -401,6 +401,15 @@ impl<Io> Core<Io> {
     /// longer open, the inbox is shut instead.
     #[inline]
     fn pull_inbox(&mut self, all: bool) {
+        // Checked here, inlined: most sockets never subscribe, and a call per message to find
+        // no inbox cost more than the check.
+        if self.inbox.is_some() {
+            self.pull_inbox_now(all);
+        }
+    }
+
+    #[inline(never)]
+    fn pull_inbox_now(&mut self, all: bool) {
         let Some(inbox) = &self.inbox else {
             return;
         };
@@ -727,7 +736,20 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
 
     /// Ready when a message can be queued: the connection is open and the queue is under the
     /// high-water mark.
+    #[inline]
     pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<()>> {
+        if !self.signal.as_ref().is_some_and(|s| s.is_requested())
+            && matches!(self.state, State::Open)
+            && self.writer.len() < self.config.write_high_water
+        {
+            // The common case, inlined into `send`: nothing to close, room in the queue.
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_ready_slow(cx, side)
+    }
+
+    #[inline(never)]
+    fn poll_ready_slow(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<()>> {
         if let Some(frame) = self.take_close_request() {
             self.begin_close(Some(&frame));
         }
@@ -893,6 +915,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
     /// [`should_flush_after_send`](Self::should_flush_after_send)); under the other policies
     /// `send` never waits, so this writes what the transport takes now and leaves the rest to the
     /// next write or read.
+    #[inline]
     pub(crate) fn poll_send_flush(
         &mut self,
         cx: &mut Context<'_>,
@@ -902,6 +925,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
         if may_defer && !self.should_flush_after_send() {
             return Poll::Ready(Ok(()));
         }
+        self.poll_send_flush_now(cx, side)
+    }
+
+    #[inline(never)]
+    fn poll_send_flush_now(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<()>> {
         match (self.poll_flush(cx, side), self.config.backpressure) {
             (Poll::Pending, Backpressure::Reject | Backpressure::Close) => Poll::Ready(Ok(())),
             (flushed, _) => flushed,
