@@ -126,7 +126,6 @@ pub(crate) struct Core<Io> {
     pub(crate) io: Io,
     role: Role,
     config: Config,
-    rules: HeaderRules,
     reader: Reader,
     writer: WriteQueue,
     state: State,
@@ -166,11 +165,6 @@ impl<Io> Drop for Core<Io> {
 
 impl<Io> Core<Io> {
     pub(crate) fn new(io: Io, role: Role, config: Config, buffered: BytesMut) -> Self {
-        let rules = HeaderRules {
-            expect_masked: role == Role::Server,
-            allowed_rsv: 0,
-            max_frame_size: config.max_frame_size as u64,
-        };
         let keepalive = config.keepalive.map(|k| {
             Box::new(KeepaliveState {
                 interval: k.interval,
@@ -189,7 +183,6 @@ impl<Io> Core<Io> {
             io,
             role,
             config,
-            rules,
             reader: Reader::with_buffered(buffered),
             writer: WriteQueue::default(),
             state: State::Open,
@@ -222,7 +215,25 @@ impl<Io> Core<Io> {
     pub(crate) fn set_deflate(&mut self, params: super::deflate::DeflateParams) {
         let settings = self.config.deflate.unwrap_or_default();
         self.deflate = Some(Box::new(Codec::new(settings, params, self.role)));
-        self.rules.allowed_rsv = super::frame::RSV1;
+    }
+
+    /// What the reader accepts. Made for each read rather than stored: an idle socket holds
+    /// its fields (role, frame size limit, compression) once.
+    #[inline]
+    fn header_rules(&self) -> HeaderRules {
+        #[cfg(feature = "deflate")]
+        let allowed_rsv = if self.deflate.is_some() {
+            super::frame::RSV1
+        } else {
+            0
+        };
+        #[cfg(not(feature = "deflate"))]
+        let allowed_rsv = 0;
+        HeaderRules {
+            expect_masked: self.role == Role::Server,
+            allowed_rsv,
+            max_frame_size: self.config.max_frame_size as u64,
+        }
     }
 
     pub(crate) fn set_park(&mut self, park: ParkFn<Io>) {
@@ -267,7 +278,6 @@ impl<Io> Core<Io> {
             io: std::mem::replace(&mut self.io, placeholder),
             role: self.role,
             config: self.config,
-            rules: self.rules,
             reader: std::mem::take(&mut self.reader),
             writer: std::mem::take(&mut self.writer),
             state,
@@ -500,10 +510,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
             if let Some(frame) = self.take_close_request() {
                 self.begin_close(Some(&frame));
             }
+            let rules = self.header_rules();
             let codec = self.deflate.as_deref_mut();
             match self
                 .reader
-                .next_event(&self.rules, self.config.max_message_size, codec)
+                .next_event(&rules, self.config.max_message_size, codec)
             {
                 Err(rule) => {
                     self.fail(Error::protocol(rule));
