@@ -37,7 +37,9 @@ pub struct UpgradedIo {
 
 enum Inner {
     Tcp(TcpStream),
-    Upgraded(TokioIo<Upgraded>),
+    /// Boxed: the TCP stream, what servers hand over almost always, is smaller, and the socket
+    /// lives in its session's task for as long as the connection.
+    Upgraded(Box<TokioIo<Upgraded>>),
     /// What is left in a socket whose connection the layer took back to close it.
     Detached,
 }
@@ -67,7 +69,7 @@ impl UpgradedIo {
                 Ok(parts) => return (Self::tcp(parts.io.into_inner()), parts.read_buf),
                 Err(upgraded) => upgraded,
             };
-        let inner = Inner::Upgraded(TokioIo::new(upgraded));
+        let inner = Inner::Upgraded(Box::new(TokioIo::new(upgraded)));
         (Self { inner }, Bytes::new())
     }
 
@@ -196,7 +198,7 @@ impl AsyncRead for UpgradedIo {
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().inner {
             Inner::Tcp(io) => Pin::new(io).poll_read(cx, buf),
-            Inner::Upgraded(io) => poll_read_ready(io, cx, buf),
+            Inner::Upgraded(io) => poll_read_ready(&mut **io, cx, buf),
             Inner::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -222,7 +224,7 @@ impl AsyncWrite for UpgradedIo {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().inner {
             Inner::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            Inner::Upgraded(io) => poll_write_gathered(io, cx, bufs),
+            Inner::Upgraded(io) => poll_write_gathered(&mut **io, cx, bufs),
             Inner::Detached => Poll::Ready(Err(detached())),
         }
     }

@@ -110,10 +110,22 @@ pub(crate) fn spawn<S: Start>(
     guard: SessionGuard,
     span: tracing::Span,
 ) {
-    // The configuration is boxed until the socket is built: the arguments of an async fn keep
-    // their space for the whole task, and the task lives as long as the socket.
-    let config = Box::new(config);
-    tokio::spawn(run(on_upgrade, session, setup, config, guard).instrument(span));
+    let task = run(
+        Box::new(Begin {
+            on_upgrade,
+            session,
+            setup,
+            config,
+        }),
+        guard,
+    );
+    // A disabled span (no subscriber wants DEBUG here) is not kept: it would cost each socket
+    // its 40 bytes for as long as the session lives, and a span enter and exit per poll.
+    if span.is_disabled() {
+        tokio::spawn(task);
+    } else {
+        tokio::spawn(task.instrument(span));
+    }
 }
 
 /// The DEBUG-level span a session runs in (peer, path, HTTP version, subprotocol). DEBUG, like
@@ -136,21 +148,25 @@ pub(crate) fn session_span(
     span
 }
 
-async fn run<S: Start>(
+/// What a session task needs only until its socket is built. Boxed, and taken out of the box
+/// on the first poll: the arguments of an async fn keep their space for the whole task, and
+/// the task lives as long as the socket.
+struct Begin<S> {
     on_upgrade: OnUpgrade,
-    mut session: S,
+    session: S,
     setup: SocketSetup,
-    config: Box<Config>,
-    guard: SessionGuard,
-) {
+    config: Config,
+}
+
+async fn run<S: Start>(mut begin: Box<Begin<S>>, guard: SessionGuard) {
     let tracker = guard.tracker();
     // Readiness first, so that nothing but hyper's small upgrade handle waits with it.
     let ready: Result<(), BoxError> =
-        match Watched::new(tracker, None, poll_fn(|cx| session.poll_ready(cx))).await {
+        match Watched::new(tracker, None, poll_fn(|cx| begin.session.poll_ready(cx))).await {
             Some(ready) => ready,
             None => return,
         };
-    let upgraded = match Watched::new(tracker, None, on_upgrade).await {
+    let upgraded = match Watched::new(tracker, None, &mut begin.on_upgrade).await {
         Some(Ok(upgraded)) => upgraded,
         Some(Err(error)) => {
             tracing::warn!(
@@ -159,20 +175,27 @@ async fn run<S: Start>(
                  completed, or the server does not hand over upgraded connections (hyper: \
                  `serve_connection(..).with_upgrades()`, or `serve_connection_with_upgrades`)"
             );
-            session.upgrade_failed(error);
+            unbox(begin).session.upgrade_failed(error);
             return;
         }
         None => return,
     };
+    // Out of the box in synchronous code: nothing of it is kept across an await.
+    let Begin {
+        session,
+        setup,
+        config,
+        ..
+    } = unbox(begin);
     let (code, reason, parked) = if let Err(error) = ready {
         log_error("websocket handler not ready", &*error);
-        let socket = socket(upgraded, setup, unbox(config));
+        let socket = socket(upgraded, setup, config);
         (CloseCode::INTERNAL_ERROR, "", Some(Box::new(socket)))
     } else if tracker.is_closing() {
-        let socket = socket(upgraded, setup, unbox(config));
+        let socket = socket(upgraded, setup, config);
         (CloseCode::GOING_AWAY, SHUTTING_DOWN, Some(Box::new(socket)))
     } else {
-        match start(tracker, session, upgraded, setup, unbox(config)).await {
+        match start(tracker, session, upgraded, setup, config).await {
             None => {
                 tracing::debug!("websocket session dropped at the shutdown deadline");
                 return;
@@ -429,7 +452,15 @@ pub(crate) fn session_task<S: Start>(
     config: Config,
     guard: SessionGuard,
 ) -> impl Future<Output = ()> {
-    run(on_upgrade, session, setup, Box::new(config), guard)
+    run(
+        Box::new(Begin {
+            on_upgrade,
+            session,
+            setup,
+            config,
+        }),
+        guard,
+    )
 }
 
 #[cfg(test)]
@@ -455,11 +486,11 @@ mod tests {
             handler,
             handshake: Handshake::new(parts, None),
         };
-        let task = run(
+        let task = session_task(
             hyper::upgrade::on(&mut request),
             session,
             SocketSetup::default(),
-            Box::default(),
+            Config::default(),
             guard,
         )
         .instrument(tracing::Span::none());

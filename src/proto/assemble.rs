@@ -23,14 +23,22 @@ pub(crate) struct Assembler {
     kind: Option<Kind>,
     /// The message in progress is compressed (its first frame had RSV1 set).
     compressed: bool,
-    /// Payload of the message's earlier fragments. Empty (and unallocated) for single-frame
-    /// messages, which are handed over without a copy.
-    fragments: BytesMut,
-    /// The inflated payload of a compressed message so far.
-    inflated: Vec<u8>,
+    /// The buffers of a fragmented or compressed message in progress; `None` otherwise
+    /// (single-frame messages are handed over without a copy), so an idle socket holds a
+    /// pointer here rather than two empty buffers.
+    spill: Option<Box<Spill>>,
     /// Whether any compressed bytes of the message in progress have arrived.
     compressed_input: bool,
     utf8: Utf8Validator,
+}
+
+/// What a message that does not arrive in one plain frame is gathered in.
+#[derive(Debug, Default)]
+struct Spill {
+    /// Payload of the message's earlier fragments.
+    fragments: BytesMut,
+    /// The inflated payload of a compressed message so far.
+    inflated: Vec<u8>,
 }
 
 impl Assembler {
@@ -66,7 +74,8 @@ impl Assembler {
             // The limit applies to the inflated size, checked while inflating.
             return Ok(());
         }
-        let size = (self.fragments.len() as u64).saturating_add(header.payload_len);
+        let gathered = self.spill.as_ref().map_or(0, |spill| spill.fragments.len());
+        let size = (gathered as u64).saturating_add(header.payload_len);
         if size > max_message_size {
             return Err(ProtocolError::MessageTooLarge {
                 size,
@@ -113,14 +122,18 @@ impl Assembler {
             return self.end_compressed_frame(fin, &payload, codec, max_message_size);
         }
         if !fin {
-            self.fragments.extend_from_slice(&payload);
+            let spill = self.spill.get_or_insert_with(Box::default);
+            spill.fragments.extend_from_slice(&payload);
             return Ok(None);
         }
-        let data = if self.fragments.is_empty() {
-            payload
-        } else {
-            self.fragments.extend_from_slice(&payload);
-            std::mem::take(&mut self.fragments).freeze()
+        // An uncompressed message ends: no compressed one is in progress, so the spill (if
+        // any) holds only this message's earlier fragments.
+        let data = match self.spill.take() {
+            Some(mut spill) if !spill.fragments.is_empty() => {
+                spill.fragments.extend_from_slice(&payload);
+                std::mem::take(&mut spill.fragments).freeze()
+            }
+            _ => payload,
         };
         self.finish(data).map(Some)
     }
@@ -133,15 +146,16 @@ impl Assembler {
         max_message_size: usize,
     ) -> Result<Option<Message>, ProtocolError> {
         let codec = codec.ok_or(ProtocolError::InvalidCompressedData)?;
-        let start = self.inflated.len();
+        let spill = self.spill.get_or_insert_with(Box::default);
+        let start = spill.inflated.len();
         self.compressed_input |= !payload.is_empty();
-        codec.inflate(payload, &mut self.inflated, max_message_size)?;
+        codec.inflate(payload, &mut spill.inflated, max_message_size)?;
         if fin {
             let had_input = std::mem::take(&mut self.compressed_input);
-            codec.end_message(&mut self.inflated, max_message_size, had_input)?;
+            codec.end_message(&mut spill.inflated, max_message_size, had_input)?;
         }
         if self.kind == Some(Kind::Text) {
-            let fresh = self.inflated.get(start..).unwrap_or_default();
+            let fresh = spill.inflated.get(start..).unwrap_or_default();
             self.utf8
                 .feed(fresh)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -150,7 +164,8 @@ impl Assembler {
             return Ok(None);
         }
         self.compressed = false;
-        let data = Bytes::from(std::mem::take(&mut self.inflated));
+        let data = Bytes::from(std::mem::take(&mut spill.inflated));
+        self.spill = None;
         self.finish(data).map(Some)
     }
 

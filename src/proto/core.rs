@@ -126,7 +126,6 @@ pub(crate) struct Core<Io> {
     pub(crate) io: Io,
     role: Role,
     config: Config,
-    rules: HeaderRules,
     reader: Reader,
     writer: WriteQueue,
     state: State,
@@ -166,11 +165,6 @@ impl<Io> Drop for Core<Io> {
 
 impl<Io> Core<Io> {
     pub(crate) fn new(io: Io, role: Role, config: Config, buffered: BytesMut) -> Self {
-        let rules = HeaderRules {
-            expect_masked: role == Role::Server,
-            allowed_rsv: 0,
-            max_frame_size: config.max_frame_size as u64,
-        };
         let keepalive = config.keepalive.map(|k| {
             Box::new(KeepaliveState {
                 interval: k.interval,
@@ -189,7 +183,6 @@ impl<Io> Core<Io> {
             io,
             role,
             config,
-            rules,
             reader: Reader::with_buffered(buffered),
             writer: WriteQueue::default(),
             state: State::Open,
@@ -222,7 +215,25 @@ impl<Io> Core<Io> {
     pub(crate) fn set_deflate(&mut self, params: super::deflate::DeflateParams) {
         let settings = self.config.deflate.unwrap_or_default();
         self.deflate = Some(Box::new(Codec::new(settings, params, self.role)));
-        self.rules.allowed_rsv = super::frame::RSV1;
+    }
+
+    /// What the reader accepts. Made for each read rather than stored: an idle socket holds
+    /// its fields (role, frame size limit, compression) once.
+    #[inline]
+    fn header_rules(&self) -> HeaderRules {
+        #[cfg(feature = "deflate")]
+        let allowed_rsv = if self.deflate.is_some() {
+            super::frame::RSV1
+        } else {
+            0
+        };
+        #[cfg(not(feature = "deflate"))]
+        let allowed_rsv = 0;
+        HeaderRules {
+            expect_masked: self.role == Role::Server,
+            allowed_rsv,
+            max_frame_size: self.config.max_frame_size as u64,
+        }
     }
 
     pub(crate) fn set_park(&mut self, park: ParkFn<Io>) {
@@ -267,7 +278,6 @@ impl<Io> Core<Io> {
             io: std::mem::replace(&mut self.io, placeholder),
             role: self.role,
             config: self.config,
-            rules: self.rules,
             reader: std::mem::take(&mut self.reader),
             writer: std::mem::take(&mut self.writer),
             state,
@@ -401,6 +411,15 @@ impl<Io> Core<Io> {
     /// longer open, the inbox is shut instead.
     #[inline]
     fn pull_inbox(&mut self, all: bool) {
+        // Checked here, inlined: most sockets never subscribe, and a call per message to find
+        // no inbox cost more than the check.
+        if self.inbox.is_some() {
+            self.pull_inbox_now(all);
+        }
+    }
+
+    #[inline(never)]
+    fn pull_inbox_now(&mut self, all: bool) {
         let Some(inbox) = &self.inbox else {
             return;
         };
@@ -491,10 +510,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
             if let Some(frame) = self.take_close_request() {
                 self.begin_close(Some(&frame));
             }
+            let rules = self.header_rules();
             let codec = self.deflate.as_deref_mut();
             match self
                 .reader
-                .next_event(&self.rules, self.config.max_message_size, codec)
+                .next_event(&rules, self.config.max_message_size, codec)
             {
                 Err(rule) => {
                     self.fail(Error::protocol(rule));
@@ -727,7 +747,20 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
 
     /// Ready when a message can be queued: the connection is open and the queue is under the
     /// high-water mark.
+    #[inline]
     pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<()>> {
+        if !self.signal.as_ref().is_some_and(|s| s.is_requested())
+            && matches!(self.state, State::Open)
+            && self.writer.len() < self.config.write_high_water
+        {
+            // The common case, inlined into `send`: nothing to close, room in the queue.
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_ready_slow(cx, side)
+    }
+
+    #[inline(never)]
+    fn poll_ready_slow(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<()>> {
         if let Some(frame) = self.take_close_request() {
             self.begin_close(Some(&frame));
         }
@@ -893,6 +926,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
     /// [`should_flush_after_send`](Self::should_flush_after_send)); under the other policies
     /// `send` never waits, so this writes what the transport takes now and leaves the rest to the
     /// next write or read.
+    #[inline]
     pub(crate) fn poll_send_flush(
         &mut self,
         cx: &mut Context<'_>,
@@ -902,6 +936,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
         if may_defer && !self.should_flush_after_send() {
             return Poll::Ready(Ok(()));
         }
+        self.poll_send_flush_now(cx, side)
+    }
+
+    #[inline(never)]
+    fn poll_send_flush_now(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<()>> {
         match (self.poll_flush(cx, side), self.config.backpressure) {
             (Poll::Pending, Backpressure::Reject | Backpressure::Close) => Poll::Ready(Ok(())),
             (flushed, _) => flushed,

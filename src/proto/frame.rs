@@ -112,6 +112,7 @@ pub(crate) struct HeaderRules {
 /// # Errors
 ///
 /// The protocol rule the header breaks.
+#[inline]
 pub(crate) fn decode_header(
     buf: &[u8],
     rules: &HeaderRules,
@@ -211,17 +212,19 @@ pub(crate) fn frame_len(buf: &[u8]) -> Option<u64> {
     }
 }
 
+#[inline]
 pub(crate) fn encode_header(header: &FrameHeader, out: &mut impl BufMut) {
-    out.put_u8((u8::from(header.fin) << 7) | ((header.rsv & 0b111) << 4) | header.opcode.as_u8());
+    let b0 = (u8::from(header.fin) << 7) | ((header.rsv & 0b111) << 4) | header.opcode.as_u8();
     let mask_bit = if header.mask.is_some() { 0x80 } else { 0 };
     let len = header.payload_len;
     if let Ok(len7 @ 0..=125) = u8::try_from(len) {
-        out.put_u8(mask_bit | len7);
+        // Both bytes in one store: a small frame's whole header when unmasked.
+        out.put_u16(u16::from_be_bytes([b0, mask_bit | len7]));
     } else if let Ok(len16) = u16::try_from(len) {
-        out.put_u8(mask_bit | 0x7e);
+        out.put_u16(u16::from_be_bytes([b0, mask_bit | 0x7e]));
         out.put_u16(len16);
     } else {
-        out.put_u8(mask_bit | 0x7f);
+        out.put_u16(u16::from_be_bytes([b0, mask_bit | 0x7f]));
         out.put_u64(len);
     }
     if let Some(key) = header.mask {

@@ -89,49 +89,65 @@ impl Reader {
         mut codec: Option<&mut Codec>,
     ) -> Result<Option<Event>, ProtocolError> {
         loop {
-            let mut partial = if let Some(partial) = self.partial {
-                partial
-            } else {
-                let Some((header, header_len)) = frame::decode_header(&self.buf, rules)? else {
-                    return Ok(None);
-                };
-                if header.opcode.is_control() {
-                    if header.rsv != 0 {
-                        return Err(ProtocolError::CompressedControlFrame);
-                    }
+            let (header, payload) = 'frame: {
+                let mut partial = if let Some(partial) = self.partial {
+                    partial
                 } else {
-                    self.assembler
-                        .begin_frame(&header, max_message_size as u64)?;
+                    let Some((header, header_len)) = frame::decode_header(&self.buf, rules)? else {
+                        return Ok(None);
+                    };
+                    if header.opcode.is_control() {
+                        if header.rsv != 0 {
+                            return Err(ProtocolError::CompressedControlFrame);
+                        }
+                    } else {
+                        self.assembler
+                            .begin_frame(&header, max_message_size as u64)?;
+                    }
+                    // The frame size limit (at most `usize::MAX`) bounds the length.
+                    let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
+                    if let Some(end) = header_len.checked_add(len)
+                        && end <= self.buf.len()
+                    {
+                        // The whole frame is buffered (the common case for small frames):
+                        // unmask and check it in place, and take header and payload off the
+                        // buffer in one split, with no partial state kept in between.
+                        if let Some(payload) = self.buf.get_mut(header_len..end) {
+                            unmask_and_check(&mut self.assembler, &header, payload, 0)?;
+                        }
+                        let payload = if len == 0 {
+                            self.buf.advance(header_len);
+                            Bytes::new()
+                        } else {
+                            let mut frame = self.buf.split_to(end).freeze();
+                            frame.advance(header_len);
+                            frame
+                        };
+                        break 'frame (header, payload);
+                    }
+                    self.buf.advance(header_len);
+                    Partial { header, seen: 0 }
+                };
+                // The frame size limit (at most `usize::MAX`) bounds the length.
+                let len = usize::try_from(partial.header.payload_len).unwrap_or(usize::MAX);
+                let available = self.buf.len().min(len);
+                if let Some(fresh) = self.buf.get_mut(partial.seen..available) {
+                    unmask_and_check(&mut self.assembler, &partial.header, fresh, partial.seen)?;
+                    partial.seen = available;
                 }
-                self.buf.advance(header_len);
-                Partial { header, seen: 0 }
+                if available < len {
+                    self.partial = Some(partial);
+                    return Ok(None);
+                }
+                self.partial = None;
+                let payload = if len == 0 {
+                    Bytes::new()
+                } else {
+                    self.buf.split_to(len).freeze()
+                };
+                (partial.header, payload)
             };
-            // The frame size limit (at most `usize::MAX`) bounds the length.
-            let len = usize::try_from(partial.header.payload_len).unwrap_or(usize::MAX);
-            let available = self.buf.len().min(len);
-            if let Some(fresh) = self.buf.get_mut(partial.seen..available)
-                && !fresh.is_empty()
-            {
-                if let Some(key) = partial.header.mask {
-                    apply_mask(fresh, key, partial.seen);
-                }
-                if !partial.header.opcode.is_control() && self.assembler.in_text() {
-                    self.assembler.check_text(fresh)?;
-                }
-                partial.seen = available;
-            }
-            if available < len {
-                self.partial = Some(partial);
-                return Ok(None);
-            }
-            self.partial = None;
-            self.last_frame = u32::try_from(len.min(LARGE_READ)).unwrap_or(u32::MAX);
-            let payload = if len == 0 {
-                Bytes::new()
-            } else {
-                self.buf.split_to(len).freeze()
-            };
-            let header = partial.header;
+            self.last_frame = u32::try_from(payload.len().min(LARGE_READ)).unwrap_or(u32::MAX);
             match header.opcode {
                 OpCode::Ping => return Ok(Some(Event::Ping(payload))),
                 OpCode::Pong => return Ok(Some(Event::Pong(payload))),
@@ -241,6 +257,27 @@ impl Reader {
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len()
     }
+}
+
+/// Unmasks payload bytes that just arrived (`seen` bytes of the payload came before them) and
+/// validates them when they are text.
+#[inline]
+fn unmask_and_check(
+    assembler: &mut Assembler,
+    header: &FrameHeader,
+    fresh: &mut [u8],
+    seen: usize,
+) -> Result<(), ProtocolError> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    if let Some(key) = header.mask {
+        apply_mask(fresh, key, seen);
+    }
+    if !header.opcode.is_control() && assembler.in_text() {
+        assembler.check_text(fresh)?;
+    }
+    Ok(())
 }
 
 /// Reads and discards input until end of stream: used by a client waiting for the server to

@@ -191,9 +191,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
     /// # Cancel safety
     ///
     /// The message is queued whole or not at all: see the [type's docs](Self#cancel-safety).
-    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+    // Not an `async fn`: its argument would keep a slot of its own in the future beside
+    // `pending`, and a session's future, paid for by each idle socket, holds a send future.
+    pub fn send(&mut self, message: impl Into<Message>) -> impl Future<Output = Result<()>> {
         let mut pending = Some(message.into());
-        poll_fn(|cx| self.poll_send(cx, &mut pending)).await
+        poll_fn(move |cx| self.poll_send(cx, &mut pending))
     }
 
     /// [`send`](Self::send) as a poll function: queues `pending` (taking it) once there is

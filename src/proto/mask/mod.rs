@@ -46,15 +46,23 @@ fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
 )]
 #[inline(always)]
 fn apply_blocks(buf: &mut [u8], key: [u8; 4]) {
-    let wide = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    // The key twice over, in memory order (the same bytes as `[key, key].concat()` read as a
+    // native-endian word whatever the endianness): two instructions, not a byte-by-byte build.
+    let half = u64::from(u32::from_ne_bytes(key));
+    let wide = half | (half << 32);
     let (words, tail) = buf.as_chunks_mut::<8>();
     for word in words {
         *word = (u64::from_ne_bytes(*word) ^ wide).to_ne_bytes();
     }
-    // Words are a multiple of 4 bytes long, so the tail starts at key phase 0 again.
-    apply_bytewise(tail, key);
+    // Words are a multiple of 4 bytes long, so the tail starts at key phase 0 again. It is
+    // under 8 bytes: at most one 4-byte word, then under 4 bytes, each at phase 0.
+    let (quads, tail) = tail.as_chunks_mut::<4>();
+    for quad in quads {
+        *quad = (u32::from_ne_bytes(*quad) ^ u32::from_ne_bytes(key)).to_ne_bytes();
+    }
+    for (b, k) in tail.iter_mut().zip(key) {
+        *b ^= k;
+    }
 }
 
 /// The portable kernel alone, without runtime dispatch (for the benchmarks).
