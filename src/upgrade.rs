@@ -110,15 +110,7 @@ pub(crate) fn spawn<S: Start>(
     guard: SessionGuard,
     span: tracing::Span,
 ) {
-    let task = run(
-        Box::new(Begin {
-            on_upgrade,
-            session,
-            setup,
-            config,
-        }),
-        guard,
-    );
+    let task = session_task(on_upgrade, session, setup, config, guard);
     // A disabled span (no subscriber wants DEBUG here) is not kept: it would cost each socket
     // its 40 bytes for as long as the session lives, and a span enter and exit per poll.
     if span.is_disabled() {
@@ -443,8 +435,7 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
-/// The session task's future, for tests of its size.
-#[cfg(test)]
+/// The session task's future: what [`spawn`] spawns (tests measure its size).
 pub(crate) fn session_task<S: Start>(
     on_upgrade: OnUpgrade,
     session: S,
