@@ -209,7 +209,7 @@ impl Reader {
         let (want, need) = (want.max(grown), need.max(grown));
         if self.buf.capacity() - self.buf.len() < need {
             if self.buf.capacity() == 0 {
-                self.buf = pool::take(pool::Kind::Read, want);
+                self.buf = pool::take(want);
             } else {
                 self.buf.reserve(want);
             }
@@ -219,7 +219,7 @@ impl Reader {
         match result {
             Poll::Ready(Ok(n)) if n > 0 => self.adapt_read_size(n, room, read_chunk),
             Poll::Pending if self.buf.is_empty() => {
-                pool::give_back(pool::Kind::Read, &mut self.buf);
+                pool::give_back(&mut self.buf);
             }
             _ => {}
         }

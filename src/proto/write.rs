@@ -9,6 +9,7 @@
 //! write leaves the rest of the frame at its front, so a frame queued later (a pong, a close) can
 //! never split another one.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -19,7 +20,6 @@ use tokio::io::AsyncWrite;
 
 use super::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, encode_header};
 use super::mask::apply_mask;
-use super::pool;
 
 /// Payloads up to this size are copied next to their header; larger ones are queued by
 /// reference and written with a vectored write.
@@ -52,13 +52,14 @@ enum Segment {
     Shared(Bytes),
 }
 
-/// A frame queued alone: its encoded header and its payload.
+/// A frame queued alone: its encoded header and what is left of its payload (advanced as it
+/// is written, so no count of written bytes is kept).
 #[derive(Debug)]
 struct Lone {
     head: [u8; MAX_HEADER_LEN],
-    head_len: usize,
-    /// Bytes of the frame (header first) already written.
-    written: usize,
+    /// Bytes of `head` already written.
+    head_written: u8,
+    head_len: u8,
     payload: Bytes,
 }
 
@@ -67,21 +68,25 @@ impl Lone {
     fn rest(&self) -> (&[u8], &[u8]) {
         let head = self
             .head
-            .get(self.written.min(self.head_len)..self.head_len)
+            .get(usize::from(self.head_written)..usize::from(self.head_len))
             .unwrap_or_default();
-        let payload = self
-            .payload
-            .get(self.written.saturating_sub(self.head_len)..)
-            .unwrap_or_default();
-        (head, payload)
+        (head, &self.payload)
+    }
+
+    /// Marks `written` more bytes of the frame as written.
+    fn advance(&mut self, written: usize) {
+        let head_left = self.head_len.saturating_sub(self.head_written);
+        let from_head = u8::try_from(written).map_or(head_left, |n| n.min(head_left));
+        self.head_written += from_head;
+        let from_payload = written - usize::from(from_head);
+        self.payload.advance(from_payload.min(self.payload.len()));
     }
 }
 
-/// Encoded frames waiting to be written.
+/// Frames queued together: headers and small payloads copied into one buffer, large payloads
+/// by reference beside them.
 #[derive(Debug, Default)]
-pub(crate) struct WriteQueue {
-    /// The only frame queued, while it is the only one; `buf` and `segments` are empty then.
-    lone: Option<Lone>,
+struct Coalesced {
     /// Headers and small payloads, in order.
     buf: BytesMut,
     /// The queue up to the last shared payload; the part of `buf` not covered by an `Inline`
@@ -89,6 +94,186 @@ pub(crate) struct WriteQueue {
     segments: VecDeque<Segment>,
     /// Bytes of `buf` covered by `Inline` segments.
     inline_in_segments: usize,
+}
+
+thread_local! {
+    /// This thread's spare [`Coalesced`], with its buffer: polling is synchronous, so one spare
+    /// serves every connection the thread drives in turn, and a connection holds one only while
+    /// more than one frame waits in its queue.
+    static SPARE: Cell<Option<Box<Coalesced>>> = const { Cell::new(None) };
+}
+
+/// Spare buffers larger than this are freed rather than kept.
+const MAX_SPARE_BUF: usize = 512 << 10;
+
+impl Coalesced {
+    /// This thread's spare, or a new one; its buffer empty, with room for a small frame.
+    #[inline(never)]
+    #[expect(
+        clippy::unnecessary_box_returns,
+        reason = "the box is what is kept spare and held by the queue"
+    )]
+    fn take() -> Box<Self> {
+        let mut spare = SPARE
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if !spare.buf.try_reclaim(MAX_HEADER_LEN + INLINE_MAX) {
+            spare.buf = BytesMut::with_capacity(MAX_HEADER_LEN + INLINE_MAX);
+        }
+        spare
+    }
+
+    /// Keeps `spare` (emptied) as this thread's spare, unless the one kept has a larger buffer.
+    #[inline(never)]
+    fn give_back(mut spare: Box<Self>) {
+        spare.segments.clear();
+        spare.inline_in_segments = 0;
+        spare.buf.clear();
+        if spare.buf.capacity() > MAX_SPARE_BUF {
+            spare.buf = BytesMut::new();
+        }
+        let _ = SPARE.try_with(|slot| {
+            let kept = match slot.take() {
+                Some(previous) if previous.buf.capacity() > spare.buf.capacity() => previous,
+                _ => spare,
+            };
+            slot.set(Some(kept));
+        });
+    }
+
+    /// Appends the rest of a lone frame, ahead of the frames that follow it.
+    fn spill(&mut self, lone: Lone) {
+        let (head, payload) = lone.rest();
+        self.buf.extend_from_slice(head);
+        if payload.len() <= INLINE_MAX {
+            self.buf.extend_from_slice(payload);
+        } else {
+            self.close_inline_run();
+            self.segments.push_back(Segment::Shared(lone.payload));
+        }
+    }
+
+    /// Ends the run of `buf` not yet covered by a segment, so a shared payload can follow it.
+    fn close_inline_run(&mut self) {
+        let tail = self.buf.len() - self.inline_in_segments;
+        self.segments.push_back(Segment::Inline(tail));
+        self.inline_in_segments += tail;
+    }
+
+    /// Appends a payload after its header: copied (and masked) when small or shared, by
+    /// reference when large.
+    fn push_payload(&mut self, payload: Bytes, mask: Option<[u8; 4]>) {
+        if payload.len() <= INLINE_MAX {
+            self.push_inline(&payload, mask);
+            return;
+        }
+        let payload = match mask {
+            None => payload,
+            // Mask in place when nobody else holds the payload; copy only when we must.
+            Some(key) => match payload.try_into_mut() {
+                Ok(mut owned) => {
+                    apply_mask(&mut owned, key, 0);
+                    owned.freeze()
+                }
+                Err(shared) => {
+                    self.push_inline(&shared, mask);
+                    return;
+                }
+            },
+        };
+        self.close_inline_run();
+        self.segments.push_back(Segment::Shared(payload));
+    }
+
+    fn push_inline(&mut self, payload: &[u8], mask: Option<[u8; 4]>) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(payload);
+        if let Some(key) = mask
+            && let Some(appended) = self.buf.get_mut(start..)
+        {
+            apply_mask(appended, key, 0);
+        }
+    }
+
+    /// The queue's chunks in order: inline runs, shared payloads, then the inline tail.
+    fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        let mut offset = 0;
+        let runs = self.segments.iter().map(move |segment| match segment {
+            Segment::Inline(n) => {
+                let run = self.buf.get(offset..offset + n).unwrap_or_default();
+                offset += n;
+                run
+            }
+            Segment::Shared(bytes) => bytes,
+        });
+        let tail = self.buf.get(self.inline_in_segments..).unwrap_or_default();
+        runs.chain(std::iter::once(tail))
+            .filter(|chunk| !chunk.is_empty())
+    }
+
+    fn fill_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
+        let mut count = 0;
+        for (slot, chunk) in slices.iter_mut().zip(self.chunks()) {
+            *slot = IoSlice::new(chunk);
+            count += 1;
+        }
+        count
+    }
+
+    fn first_chunk(&self) -> &[u8] {
+        self.chunks().next().unwrap_or_default()
+    }
+
+    /// Removes `written` bytes from the front.
+    fn consume(&mut self, written: usize) {
+        let mut left = written;
+        while left > 0 {
+            match self.segments.front_mut() {
+                Some(Segment::Inline(n)) => {
+                    let take = left.min(*n);
+                    self.buf.advance(take);
+                    *n -= take;
+                    self.inline_in_segments -= take;
+                    left -= take;
+                    if *n == 0 {
+                        self.segments.pop_front();
+                    }
+                }
+                Some(Segment::Shared(bytes)) => {
+                    let take = left.min(bytes.len());
+                    bytes.advance(take);
+                    left -= take;
+                    if bytes.is_empty() {
+                        self.segments.pop_front();
+                    }
+                }
+                None => {
+                    self.buf.advance(left.min(self.buf.len()));
+                    left = 0;
+                }
+            }
+        }
+        // Empty `Inline(0)` segments left in front carry nothing.
+        while let Some(Segment::Inline(0)) = self.segments.front() {
+            self.segments.pop_front();
+        }
+    }
+}
+
+/// Encoded frames waiting to be written.
+///
+/// Laid out for the idle socket, which holds one per connection: 64 bytes, with no
+/// allocation. A frame queued alone stays inline ([`Lone`]); the state of a longer queue
+/// ([`Coalesced`], with its buffer) is taken from this thread's spare when a second frame joins
+/// the first and given back when the queue empties.
+#[derive(Debug, Default)]
+pub(crate) struct WriteQueue {
+    /// The only frame queued, while it is the only one; `more` is `None` then.
+    lone: Option<Lone>,
+    /// Frames queued together, while more than one waits.
+    more: Option<Box<Coalesced>>,
     /// Total bytes queued.
     queued: usize,
 }
@@ -102,6 +287,24 @@ impl WriteQueue {
     /// Whether nothing waits to be written.
     pub(crate) fn is_empty(&self) -> bool {
         self.queued == 0
+    }
+
+    /// The coalescing state, taken from this thread's spare on first use, with what is left
+    /// of a lone frame moved into it first.
+    #[inline]
+    fn more(&mut self) -> &mut Coalesced {
+        if self.lone.is_some() {
+            self.spill_lone();
+        }
+        self.more.get_or_insert_with(Coalesced::take)
+    }
+
+    #[inline(never)]
+    fn spill_lone(&mut self) {
+        let more = self.more.get_or_insert_with(Coalesced::take);
+        if let Some(lone) = self.lone.take() {
+            more.spill(lone);
+        }
     }
 
     /// Queues one frame. `mask` is the client's masking key, or `None` for a server.
@@ -128,37 +331,12 @@ impl WriteQueue {
         } else {
             payload
         };
-        if let Some(lone) = self.lone.take() {
-            self.spill(&lone);
-        }
-        if self.buf.capacity() == 0 {
-            self.buf = pool::take(pool::Kind::Write, MAX_HEADER_LEN + INLINE_MAX);
-        }
-        let before = self.buf.len();
-        encode_header(&header, &mut self.buf);
-        self.queued += self.buf.len() - before + payload.len();
-        if payload.len() <= INLINE_MAX {
-            self.push_inline(&payload, mask);
-            return;
-        }
-        let payload = match mask {
-            None => payload,
-            // Mask in place when nobody else holds the payload; copy only when we must.
-            Some(key) => match payload.try_into_mut() {
-                Ok(mut owned) => {
-                    apply_mask(&mut owned, key, 0);
-                    owned.freeze()
-                }
-                Err(shared) => {
-                    self.push_inline(&shared, mask);
-                    return;
-                }
-            },
-        };
-        let tail = self.buf.len() - self.inline_in_segments;
-        self.segments.push_back(Segment::Inline(tail));
-        self.inline_in_segments += tail;
-        self.segments.push_back(Segment::Shared(payload));
+        let more = self.more();
+        let before = more.buf.len();
+        encode_header(&header, &mut more.buf);
+        let added = more.buf.len() - before + payload.len();
+        more.push_payload(payload, mask);
+        self.queued += added;
     }
 
     /// Queues a whole frame encoded elsewhere (a fan-out frame shared by many sockets). A frame
@@ -169,23 +347,17 @@ impl WriteQueue {
         if frame.is_empty() {
             return;
         }
-        if let Some(lone) = self.lone.take() {
-            self.spill(&lone);
-        }
-        self.queued += frame.len();
-        if frame.len() <= CORK_MAX {
-            if self.buf.capacity() == 0 {
-                self.buf = pool::take(pool::Kind::Write, MAX_HEADER_LEN + INLINE_MAX);
+        let more = self.more();
+        let len = frame.len();
+        if len <= CORK_MAX {
+            more.buf.extend_from_slice(&frame);
+        } else {
+            if more.buf.len() > more.inline_in_segments {
+                more.close_inline_run();
             }
-            self.buf.extend_from_slice(&frame);
-            return;
+            more.segments.push_back(Segment::Shared(frame));
         }
-        let tail = self.buf.len() - self.inline_in_segments;
-        if tail > 0 {
-            self.segments.push_back(Segment::Inline(tail));
-            self.inline_in_segments += tail;
-        }
-        self.segments.push_back(Segment::Shared(frame));
+        self.queued += len;
     }
 
     /// Queues the frame alone, if it can go out without a copy (a server's frame, or a client's
@@ -211,40 +383,12 @@ impl WriteQueue {
         self.queued = head_len + payload.len();
         self.lone = Some(Lone {
             head,
-            head_len,
-            written: 0,
+            head_written: 0,
+            // At most `MAX_HEADER_LEN` (14).
+            head_len: u8::try_from(head_len).unwrap_or(u8::MAX),
             payload,
         });
         Ok(())
-    }
-
-    /// Moves what is left of a lone frame into the buffer, ahead of the frames that follow it.
-    fn spill(&mut self, lone: &Lone) {
-        let (head, payload) = lone.rest();
-        if self.buf.capacity() == 0 {
-            self.buf = pool::take(pool::Kind::Write, MAX_HEADER_LEN + INLINE_MAX);
-        }
-        self.buf.extend_from_slice(head);
-        if payload.len() <= INLINE_MAX {
-            self.buf.extend_from_slice(payload);
-        } else {
-            let tail = self.buf.len() - self.inline_in_segments;
-            self.segments.push_back(Segment::Inline(tail));
-            self.inline_in_segments += tail;
-            let offset = lone.payload.len() - payload.len();
-            self.segments
-                .push_back(Segment::Shared(lone.payload.slice(offset..)));
-        }
-    }
-
-    fn push_inline(&mut self, payload: &[u8], mask: Option<[u8; 4]>) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(payload);
-        if let Some(key) = mask
-            && let Some(appended) = self.buf.get_mut(start..)
-        {
-            apply_mask(appended, key, 0);
-        }
     }
 
     /// Writes until the queue is empty, then flushes `io`.
@@ -301,100 +445,41 @@ impl WriteQueue {
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            lone.written += written;
+            let written = written.min(self.queued);
+            lone.advance(written);
             self.queued -= written;
             if self.queued == 0 {
                 self.lone = None;
             }
             return Poll::Ready(Ok(()));
         }
-        let written = if self.segments.is_empty() {
+        let Some(more) = &mut self.more else {
+            return Poll::Ready(Ok(()));
+        };
+        let written = if more.segments.is_empty() {
             // Only coalesced bytes: one plain write, no slice array to build.
-            ready!(Pin::new(&mut *io).poll_write(cx, &self.buf))?
+            ready!(Pin::new(&mut *io).poll_write(cx, &more.buf))?
         } else if io.is_write_vectored() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let count = self.fill_slices(&mut slices);
+            let count = more.fill_slices(&mut slices);
             let slices = slices.get(..count).unwrap_or_default();
             ready!(Pin::new(&mut *io).poll_write_vectored(cx, slices))?
         } else {
-            let first = self.first_chunk();
+            let first = more.first_chunk();
             ready!(Pin::new(&mut *io).poll_write(cx, first))?
         };
         if written == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
-        self.consume(written);
-        Poll::Ready(Ok(()))
-    }
-
-    /// The queue's chunks in order: inline runs, shared payloads, then the inline tail.
-    fn chunks(&self) -> impl Iterator<Item = &[u8]> {
-        let mut offset = 0;
-        let runs = self.segments.iter().map(move |segment| match segment {
-            Segment::Inline(n) => {
-                let run = self.buf.get(offset..offset + n).unwrap_or_default();
-                offset += n;
-                run
-            }
-            Segment::Shared(bytes) => bytes,
-        });
-        let tail = self.buf.get(self.inline_in_segments..).unwrap_or_default();
-        runs.chain(std::iter::once(tail))
-            .filter(|chunk| !chunk.is_empty())
-    }
-
-    fn fill_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
-        let mut count = 0;
-        for (slot, chunk) in slices.iter_mut().zip(self.chunks()) {
-            *slot = IoSlice::new(chunk);
-            count += 1;
-        }
-        count
-    }
-
-    fn first_chunk(&self) -> &[u8] {
-        self.chunks().next().unwrap_or_default()
-    }
-
-    /// Removes `written` bytes from the front of the queue.
-    fn consume(&mut self, written: usize) {
+        let written = written.min(self.queued);
+        more.consume(written);
         self.queued -= written;
-        let mut left = written;
-        while left > 0 {
-            match self.segments.front_mut() {
-                Some(Segment::Inline(n)) => {
-                    let take = left.min(*n);
-                    self.buf.advance(take);
-                    *n -= take;
-                    self.inline_in_segments -= take;
-                    left -= take;
-                    if *n == 0 {
-                        self.segments.pop_front();
-                    }
-                }
-                Some(Segment::Shared(bytes)) => {
-                    let take = left.min(bytes.len());
-                    bytes.advance(take);
-                    left -= take;
-                    if bytes.is_empty() {
-                        self.segments.pop_front();
-                    }
-                }
-                None => {
-                    self.buf.advance(left);
-                    left = 0;
-                }
-            }
+        if self.queued == 0
+            && let Some(more) = self.more.take()
+        {
+            Coalesced::give_back(more);
         }
-        // Empty `Inline(0)` segments left in front carry nothing.
-        while let Some(Segment::Inline(0)) = self.segments.front() {
-            self.segments.pop_front();
-        }
-        if self.queued == 0 {
-            self.segments.clear();
-            self.inline_in_segments = 0;
-            pool::give_back(pool::Kind::Write, &mut self.buf);
-        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -603,8 +688,9 @@ mod tests {
         q.push(OpCode::Binary, true, 0, shared, Some(key));
         // The first frame moved behind the header buffer, still without a copy.
         assert!(
-            q.segments
+            q.more
                 .iter()
+                .flat_map(|m| &m.segments)
                 .any(|s| matches!(s, Segment::Shared(b) if b.as_ptr() == owned_ptr))
         );
         assert_eq!(
@@ -722,8 +808,9 @@ mod tests {
                 // of CORK_MAX - 3 bytes or more has a 4-byte header), and direct payloads over
                 // INLINE_MAX.
                 let shared: Vec<usize> = q
-                    .segments
+                    .more
                     .iter()
+                    .flat_map(|m| &m.segments)
                     .filter_map(|s| match s {
                         Segment::Shared(b) => Some(b.len()),
                         Segment::Inline(_) => None,
@@ -748,7 +835,10 @@ mod tests {
         for (op, payload) in &frames {
             q.push_encoded(Bytes::from(expected_wire(&[(*op, payload.clone())])));
         }
-        assert!(q.segments.is_empty(), "nothing held by reference");
+        assert!(
+            q.more.as_ref().is_none_or(|m| m.segments.is_empty()),
+            "nothing held by reference"
+        );
         // Not vectored: one plain write is possible only from one contiguous buffer.
         let mut w = Chunked::new(usize::MAX, false);
         flush_all(&mut q, &mut w);
