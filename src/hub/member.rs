@@ -104,7 +104,7 @@ impl Member {
         self.hub
             .shared
             .topics
-            .remove(&[name], self.inbox.id(), self.hub.on_topic());
+            .remove(&[name], &self.inbox, self.hub.on_topic());
         true
     }
 
@@ -114,7 +114,7 @@ impl Member {
         self.hub
             .shared
             .topics
-            .remove(&topics, self.inbox.id(), self.hub.on_topic());
+            .remove(&topics, &self.inbox, self.hub.on_topic());
     }
 
     /// Whether the socket is subscribed to `topic`.

@@ -16,7 +16,7 @@ pub use member::{Member, SocketId};
 pub use report::Published;
 use topics::Topics;
 
-use crate::proto::fanout::{Offered, Outgoing};
+use crate::proto::fanout::Outgoing;
 use crate::proto::{Message, OpCode, SlowPolicy, WebSocket};
 
 /// The default per-socket limit on bytes queued by publishers and not yet moved to the socket's
@@ -178,21 +178,21 @@ impl Hub {
                 return Published::default();
             }
         };
-        let except = except.map(SocketId::get);
-        let mut outgoing = None;
-        let mut report = Published::default();
-        self.shared.topics.for_each(topic, |inbox| {
-            if Some(inbox.id()) == except {
-                return;
-            }
-            report.matched += 1;
-            let outgoing = outgoing.get_or_insert_with(|| Outgoing::new(opcode, &payload));
-            match inbox.offer(outgoing.entry_for(inbox.encoding())) {
-                Offered::Queued => report.queued += 1,
-                Offered::Dropped => report.dropped += 1,
-                Offered::Closed | Offered::Gone => report.closed += 1,
-            }
-        });
+        let except = except.map_or(0, SocketId::get);
+        let report = self
+            .shared
+            .topics
+            .with(topic, |t| {
+                t.log
+                    .publish(&t.subscribers, Outgoing::new(opcode, &payload), except)
+            })
+            .unwrap_or_default();
+        let report = Published {
+            matched: report.matched,
+            queued: report.queued,
+            dropped: report.dropped,
+            closed: report.closed,
+        };
         if report.closed > 0 {
             self.shared
                 .topics

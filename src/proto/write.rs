@@ -165,7 +165,7 @@ impl WriteQueue {
     /// up to [`CORK_MAX`] bytes is copied into the coalescing buffer, as a direct send's small
     /// payload is, so a burst of small frames leaves in one plain write; a larger one is queued
     /// by reference, never copied, and goes out in a vectored write beside the frames around it.
-    pub(crate) fn push_encoded(&mut self, frame: Bytes) {
+    pub(crate) fn push_encoded(&mut self, frame: &Bytes) {
         if frame.is_empty() {
             return;
         }
@@ -177,7 +177,7 @@ impl WriteQueue {
             if self.buf.capacity() == 0 {
                 self.buf = pool::take(pool::Kind::Write, MAX_HEADER_LEN + INLINE_MAX);
             }
-            self.buf.extend_from_slice(&frame);
+            self.buf.extend_from_slice(frame);
             return;
         }
         let tail = self.buf.len() - self.inline_in_segments;
@@ -185,7 +185,7 @@ impl WriteQueue {
             self.segments.push_back(Segment::Inline(tail));
             self.inline_in_segments += tail;
         }
-        self.segments.push_back(Segment::Shared(frame));
+        self.segments.push_back(Segment::Shared(frame.clone()));
     }
 
     /// Queues the frame alone, if it can go out without a copy (a server's frame, or a client's
@@ -664,7 +664,7 @@ mod tests {
                     let encoded = Bytes::from(expected_wire(&[(*op, payload.clone())]));
                     // Held elsewhere too, as by the other subscribers.
                     shared.push(encoded.clone());
-                    q.push_encoded(encoded);
+                    q.push_encoded(&encoded);
                 } else {
                     q.push(*op, true, 0, Bytes::from(payload.clone()), None);
                 }
@@ -715,7 +715,7 @@ mod tests {
                     } else {
                         let encoded = Bytes::from(expected_wire(&[(*op, payload.clone())]));
                         held.push(encoded.clone());
-                        q.push_encoded(encoded);
+                        q.push_encoded(&encoded);
                     }
                 }
                 // Held by reference: encoded frames over the threshold (a frame of a payload
@@ -746,7 +746,7 @@ mod tests {
         let mut q = WriteQueue::default();
         let frames: Vec<_> = (0..8_u8).map(|i| (OpCode::Binary, vec![i; 16])).collect();
         for (op, payload) in &frames {
-            q.push_encoded(Bytes::from(expected_wire(&[(*op, payload.clone())])));
+            q.push_encoded(&Bytes::from(expected_wire(&[(*op, payload.clone())])));
         }
         assert!(q.segments.is_empty(), "nothing held by reference");
         // Not vectored: one plain write is possible only from one contiguous buffer.
@@ -768,7 +768,7 @@ mod tests {
                     let mut cx = Context::from_waker(waker);
                     let _ = q.poll_write_once(&mut w, &mut cx);
                     let second = (OpCode::Text, vec![b'n'; next]);
-                    q.push_encoded(Bytes::from(expected_wire(std::slice::from_ref(&second))));
+                    q.push_encoded(&Bytes::from(expected_wire(std::slice::from_ref(&second))));
                     w.limit = usize::MAX;
                     flush_all(&mut q, &mut w);
                     assert_eq!(
