@@ -35,8 +35,9 @@ use super::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, encode_header};
 /// What happens to a subscriber whose queued bytes would pass its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlowPolicy {
-    /// The message is not queued for that subscriber; the subscriber stays, and the drop is
-    /// counted (in the publish report and per socket). The default.
+    /// The oldest messages waiting for that subscriber are dropped until the new one fits; the
+    /// subscriber stays, and the drop is counted (in the publish report and per socket). The
+    /// default.
     #[default]
     Drop,
     /// The subscriber is unsubscribed from everything at once, what was queued for it is freed,
