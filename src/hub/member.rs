@@ -37,8 +37,9 @@ impl fmt::Display for SocketId {
 /// first, the socket stops receiving at once and the hub forgets it at the next publish to each
 /// of its topics, or when the member is dropped.
 ///
-/// Each subscription costs the hub one pointer in the topic's list and the member one shared
-/// topic name (16 bytes); a topic's name is stored once, however many subscribe to it.
+/// Each subscription costs 72 bytes: a cursor into the topic's log (40 bytes, allocated when
+/// subscribing), a pointer to it in the topic's list and in the socket's, and a shared topic
+/// name in the member's; a topic's name is stored once, however many subscribe to it.
 pub struct Member {
     hub: Hub,
     inbox: Arc<Inbox>,
@@ -104,7 +105,7 @@ impl Member {
         self.hub
             .shared
             .topics
-            .remove(&[name], self.inbox.id(), self.hub.on_topic());
+            .remove(&[name], &self.inbox, self.hub.on_topic());
         true
     }
 
@@ -114,7 +115,7 @@ impl Member {
         self.hub
             .shared
             .topics
-            .remove(&topics, self.inbox.id(), self.hub.on_topic());
+            .remove(&topics, &self.inbox, self.hub.on_topic());
     }
 
     /// Whether the socket is subscribed to `topic`.
@@ -132,13 +133,14 @@ impl Member {
         self.hub.publish_except(topic, message, self.id())
     }
 
-    /// Messages not queued for this socket because it was over its limit
-    /// ([`SlowPolicy::Drop`](crate::SlowPolicy::Drop)).
+    /// Messages dropped for this socket, the oldest it had waiting, because it was over its
+    /// limit ([`SlowPolicy::Drop`](crate::SlowPolicy::Drop)).
     pub fn dropped(&self) -> u64 {
         self.inbox.dropped()
     }
 
-    /// Bytes published to this socket and not yet moved to its write queue.
+    /// Bytes published to this socket and not yet moved to its write queue (summed over its
+    /// topics; a message it published itself counts until the socket reads past it).
     pub fn queued_bytes(&self) -> usize {
         self.inbox.queued_bytes()
     }

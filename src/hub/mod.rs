@@ -1,9 +1,9 @@
 //! Topics in one process: [`Hub`], the sockets that joined it ([`Member`]), and what a publish
 //! did ([`Published`]).
 //!
-//! A published message is framed once and the same reference-counted frame is queued for every
-//! subscriber (see the engine's `fanout` module); each socket writes what was queued for it,
-//! together with what it sends itself, when its task next runs.
+//! A published message is framed once and appended to the topic's log, which every subscriber
+//! reads from its own cursor (see the engine's `fanout` module); each socket writes what was
+//! published to it, together with what it sends itself, when its task next runs.
 
 mod member;
 mod report;
@@ -16,11 +16,11 @@ pub use member::{Member, SocketId};
 pub use report::Published;
 use topics::Topics;
 
-use crate::proto::fanout::{Offered, Outgoing};
+use crate::proto::fanout::Outgoing;
 use crate::proto::{Message, OpCode, SlowPolicy, WebSocket};
 
-/// The default per-socket limit on bytes queued by publishers and not yet moved to the socket's
-/// write queue: 256 KiB.
+/// The default limit on bytes published to a socket (per topic) and not yet moved to its write
+/// queue: 256 KiB.
 pub const DEFAULT_MAX_QUEUED: usize = 256 << 10;
 
 /// A topic's first local subscriber arrived, or its last one left.
@@ -70,21 +70,26 @@ type OnTopic = dyn Fn(&str, TopicEvent) + Send + Sync;
 /// [`flush`](WebSocket::flush). Everything queued for it since its last wake-up goes out in one
 /// write (small frames copied into the socket's write buffer, frames over 1 KiB of payload by
 /// reference in a vectored write), with its own sends, in the order the publishes and sends were made: per
-/// topic, and between [`send`](WebSocket::send) and what it receives from topics. Publishing
-/// never waits and never writes; it costs, per subscriber, a reference-count increment and a
-/// push onto that socket's queue.
+/// topic, across the topics of one socket, and between [`send`](WebSocket::send) and what it
+/// receives from topics. Publishing never waits and never writes: it appends the message once
+/// to the topic's log and costs, per subscriber, a read of its cursor and, for a socket not
+/// already woken since it last waited, a wake-up.
 ///
 /// # Slow subscribers
 ///
-/// Each socket may hold at most [`max_queued`](HubBuilder::max_queued) bytes of published frames
-/// that it has not yet moved to its write queue, and moves them only while its write queue is
-/// under [`Config::write_buffer_high_water`](crate::Config::write_buffer_high_water). A message
-/// that would pass the limit (unless nothing else waits: a message larger than the limit still
-/// reaches a reader that keeps up) is dropped for that socket (counted in [`Published::dropped`] and
-/// [`Member::dropped`]) or the socket is closed with 1008 (policy violation, reason
-/// `"subscriber too slow"`), as [`SlowPolicy`] says. So a subscriber that stops reading holds at
-/// most its limit (or one message) plus its write queue, never slows the publisher or the other subscribers, and
-/// control frames (pongs, the close frame) are never dropped: they do not go through the hub.
+/// Each socket may have at most [`max_queued`](HubBuilder::max_queued) bytes of published
+/// messages waiting for it in each topic's log, and moves them to its write queue only while
+/// that queue is under
+/// [`Config::write_buffer_high_water`](crate::Config::write_buffer_high_water). A publish that
+/// would take a socket past its limit (unless nothing else waits for it: a message larger than
+/// the limit still reaches a reader that keeps up) either drops the **oldest** messages waiting
+/// for that socket until the new one fits (the socket counts in [`Published::dropped`], the
+/// messages in [`Member::dropped`]), or closes the socket with 1008 (policy violation, reason
+/// `"subscriber too slow"`), as [`SlowPolicy`] says. A log holds what its slowest live
+/// subscriber has yet to take, so at most about the limit plus one message whatever the readers
+/// do (shared by all the topic's subscribers, not one copy each); a subscriber that stops
+/// reading never slows the publisher or the other subscribers, and control frames (pongs, the
+/// close frame) are never dropped: they do not go through the hub.
 ///
 /// # permessage-deflate
 ///
@@ -142,7 +147,7 @@ impl Hub {
     /// member unsubscribes the socket from everything; so does the end of the connection.
     ///
     /// A socket that never joins pays nothing for the hub. Joining twice gives two members that
-    /// share the socket's queue (and its limit and policy, set by the first join).
+    /// share the socket's fan-out state (its id, limit and policy, set by the first join).
     pub fn join<Io>(&self, socket: &mut WebSocket<Io>) -> Member {
         let inbox = socket.inbox(self.shared.max_queued, self.shared.policy);
         Member::new(self.clone(), inbox)
@@ -178,21 +183,21 @@ impl Hub {
                 return Published::default();
             }
         };
-        let except = except.map(SocketId::get);
-        let mut outgoing = None;
-        let mut report = Published::default();
-        self.shared.topics.for_each(topic, |inbox| {
-            if Some(inbox.id()) == except {
-                return;
-            }
-            report.matched += 1;
-            let outgoing = outgoing.get_or_insert_with(|| Outgoing::new(opcode, &payload));
-            match inbox.offer(outgoing.entry_for(inbox.encoding())) {
-                Offered::Queued => report.queued += 1,
-                Offered::Dropped => report.dropped += 1,
-                Offered::Closed | Offered::Gone => report.closed += 1,
-            }
-        });
+        let except = except.map_or(0, SocketId::get);
+        let report = self
+            .shared
+            .topics
+            .with(topic, |t| {
+                t.log
+                    .publish(&t.subscribers, Outgoing::new(opcode, &payload), except)
+            })
+            .unwrap_or_default();
+        let report = Published {
+            matched: report.matched,
+            queued: report.queued,
+            dropped: report.dropped,
+            closed: report.closed,
+        };
         if report.closed > 0 {
             self.shared
                 .topics
@@ -235,8 +240,10 @@ impl fmt::Debug for HubBuilder {
 }
 
 impl HubBuilder {
-    /// The most bytes of published frames a socket may have waiting (each frame also counts
-    /// the few dozen bytes of its queue slot). Default [`DEFAULT_MAX_QUEUED`].
+    /// The most bytes of published messages a socket may have waiting in one topic's log (each
+    /// message also counts the hundred-odd bytes of its record); past it, the oldest are dropped
+    /// for that socket or the socket is closed (see [`slow_policy`](Self::slow_policy)). Default
+    /// [`DEFAULT_MAX_QUEUED`].
     pub fn max_queued(mut self, bytes: usize) -> Self {
         self.max_queued = bytes;
         self
@@ -276,16 +283,21 @@ mod tests {
     use std::sync::Arc;
 
     use super::Member;
-    use crate::proto::fanout::Inbox;
+    use crate::proto::fanout::{Inbox, Subscription};
 
     /// The figures the README gives: what joining and each subscription cost.
     #[test]
     fn joining_and_subscribing_cost_what_the_readme_says() {
-        // The queue (with the Arc's two counts) and the member handle.
+        // The socket's fan-out state (with the Arc's two counts) and the member handle.
         let join = size_of::<Inbox>() + 2 * size_of::<usize>() + size_of::<Member>();
         println!("join: {join} bytes");
         assert!(join <= 200, "joining costs {join} bytes");
-        // A pointer in the topic's list, a shared name in the member's.
-        assert_eq!(size_of::<Arc<Inbox>>() + size_of::<Arc<str>>(), 24);
+        // The cursor (with the Arc's two counts), a pointer to it in the topic's list and in
+        // the socket's, a shared name in the member's.
+        let subscription = size_of::<Subscription>()
+            + 2 * size_of::<usize>()
+            + 2 * size_of::<Arc<Subscription>>()
+            + size_of::<Arc<str>>();
+        assert_eq!(subscription, 72);
     }
 }

@@ -1,19 +1,27 @@
-//! The topic table: for each topic, the inboxes of its subscribers.
+//! The topic table: for each topic, its log of published messages and its subscribers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{OnTopic, TopicEvent};
-use crate::proto::fanout::Inbox;
+use crate::proto::fanout::{Inbox, Log, Subscription};
 
-/// Topics and their subscribers. Publishing takes the read lock (publishers run side by side);
-/// subscribing and unsubscribing take the write lock.
+/// One topic: the messages published to it that a subscriber has yet to take, and the
+/// subscribers' cursors.
 #[derive(Debug, Default)]
-pub(super) struct Topics {
-    map: RwLock<HashMap<Arc<str>, Vec<Arc<Inbox>>>>,
+pub(super) struct Topic {
+    pub(super) log: Arc<Log>,
+    pub(super) subscribers: Vec<Arc<Subscription>>,
 }
 
-type Map = HashMap<Arc<str>, Vec<Arc<Inbox>>>;
+/// Topics and their subscribers. Publishing takes the read lock (publishers run side by side;
+/// each topic's log has its own lock); subscribing and unsubscribing take the write lock.
+#[derive(Debug, Default)]
+pub(super) struct Topics {
+    map: RwLock<Map>,
+}
+
+type Map = HashMap<Arc<str>, Topic>;
 
 impl Topics {
     fn read(&self) -> RwLockReadGuard<'_, Map> {
@@ -25,23 +33,21 @@ impl Topics {
         self.map.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` on each subscriber of `topic`.
-    pub(super) fn for_each(&self, topic: &str, f: impl FnMut(&Arc<Inbox>)) {
-        if let Some(subscribers) = self.read().get(topic) {
-            subscribers.iter().for_each(f);
-        }
+    /// Runs `f` on `topic`, if it has subscribers.
+    pub(super) fn with<R>(&self, topic: &str, f: impl FnOnce(&Topic) -> R) -> Option<R> {
+        self.read().get(topic).map(f)
     }
 
     pub(super) fn subscriber_count(&self, topic: &str) -> usize {
-        self.read().get(topic).map_or(0, Vec::len)
+        self.read().get(topic).map_or(0, |t| t.subscribers.len())
     }
 
     pub(super) fn len(&self) -> usize {
         self.read().len()
     }
 
-    /// Adds `inbox` to `topic` (the caller knows it is not there yet); returns the topic's
-    /// shared name.
+    /// Subscribes `inbox` to `topic` (the caller knows it is not there yet), from the next
+    /// message published; returns the topic's shared name.
     pub(super) fn add(
         &self,
         topic: &str,
@@ -49,32 +55,37 @@ impl Topics {
         on_topic: Option<&OnTopic>,
     ) -> Arc<str> {
         let mut map = self.write();
-        if let Some(subscribers) = map.get_mut(topic) {
-            subscribers.push(inbox.clone());
-            if let Some((name, _)) = map.get_key_value(topic) {
-                return name.clone();
-            }
-        }
-        let name: Arc<str> = Arc::from(topic);
-        map.insert(name.clone(), vec![inbox.clone()]);
-        if let Some(f) = on_topic {
+        let existing = map.get_key_value(topic).map(|(name, _)| name.clone());
+        let name = existing.unwrap_or_else(|| Arc::from(topic));
+        let entry = map.entry(name.clone()).or_default();
+        let subscription = Arc::new(Subscription::new(inbox.clone(), entry.log.clone()));
+        entry.subscribers.push(subscription.clone());
+        let first = entry.subscribers.len() == 1;
+        // Under the write lock: no publish runs before the socket knows its cursor.
+        inbox.attach(subscription);
+        if first && let Some(f) = on_topic {
             f(topic, TopicEvent::First);
         }
         name
     }
 
     /// Removes the inbox `id` from each of `topics`.
-    pub(super) fn remove(&self, topics: &[Arc<str>], id: u64, on_topic: Option<&OnTopic>) {
+    pub(super) fn remove(&self, topics: &[Arc<str>], inbox: &Inbox, on_topic: Option<&OnTopic>) {
         if topics.is_empty() {
             return;
         }
         let mut map = self.write();
         for topic in topics {
-            let Some(subscribers) = map.get_mut(&**topic) else {
+            let Some(entry) = map.get_mut(&**topic) else {
                 continue;
             };
-            if let Some(at) = subscribers.iter().position(|i| i.id() == id) {
-                subscribers.swap_remove(at);
+            let subscribers = &mut entry.subscribers;
+            if let Some(at) = subscribers
+                .iter()
+                .position(|s| s.inbox().id() == inbox.id())
+            {
+                let subscription = subscribers.swap_remove(at);
+                inbox.detach(&subscription);
             }
             if subscribers.is_empty() {
                 map.remove(&**topic);
@@ -88,11 +99,11 @@ impl Topics {
     /// Removes the closed inboxes from `topic`.
     pub(super) fn prune(&self, topic: &str, on_topic: Option<&OnTopic>) {
         let mut map = self.write();
-        let Some(subscribers) = map.get_mut(topic) else {
+        let Some(entry) = map.get_mut(topic) else {
             return;
         };
-        subscribers.retain(|i| !i.is_closed());
-        if subscribers.is_empty() {
+        entry.subscribers.retain(|s| !s.inbox().is_closed());
+        if entry.subscribers.is_empty() {
             map.remove(topic);
             if let Some(f) = on_topic {
                 f(topic, TopicEvent::Last);

@@ -111,6 +111,7 @@ impl Assembler {
     ///
     /// Text that is not UTF-8, a compressed message that does not inflate or inflates past the
     /// limit.
+    #[inline]
     pub(crate) fn end_frame(
         &mut self,
         fin: bool,

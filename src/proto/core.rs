@@ -432,10 +432,10 @@ impl<Io> Core<Io> {
         let writer = &mut self.writer;
         let deflate = &mut self.deflate;
         let start = all || writer.len() < high_water;
-        let close = inbox.drain(start, |entry| {
-            match entry {
-                fanout::Entry::Frame(frame) => writer.push_encoded(frame),
-                fanout::Entry::Compress {
+        let close = inbox.drain(start, |delivery| {
+            match delivery {
+                fanout::Delivery::Frame(frame) => writer.push_encoded(frame),
+                fanout::Delivery::Compress {
                     frame,
                     header_len,
                     opcode,
@@ -1021,7 +1021,7 @@ impl Pieces {
 fn push_own_compressed(
     writer: &mut WriteQueue,
     deflate: &mut Option<Box<Codec>>,
-    frame: Bytes,
+    frame: &Bytes,
     header_len: u8,
     opcode: OpCode,
 ) {

@@ -343,19 +343,19 @@ impl WriteQueue {
     /// up to [`CORK_MAX`] bytes is copied into the coalescing buffer, as a direct send's small
     /// payload is, so a burst of small frames leaves in one plain write; a larger one is queued
     /// by reference, never copied, and goes out in a vectored write beside the frames around it.
-    pub(crate) fn push_encoded(&mut self, frame: Bytes) {
+    pub(crate) fn push_encoded(&mut self, frame: &Bytes) {
         if frame.is_empty() {
             return;
         }
         let more = self.more();
         let len = frame.len();
         if len <= CORK_MAX {
-            more.buf.extend_from_slice(&frame);
+            more.buf.extend_from_slice(frame);
         } else {
             if more.buf.len() > more.inline_in_segments {
                 more.close_inline_run();
             }
-            more.segments.push_back(Segment::Shared(frame));
+            more.segments.push_back(Segment::Shared(frame.clone()));
         }
         self.queued += len;
     }
@@ -750,7 +750,7 @@ mod tests {
                     let encoded = Bytes::from(expected_wire(&[(*op, payload.clone())]));
                     // Held elsewhere too, as by the other subscribers.
                     shared.push(encoded.clone());
-                    q.push_encoded(encoded);
+                    q.push_encoded(&encoded);
                 } else {
                     q.push(*op, true, 0, Bytes::from(payload.clone()), None);
                 }
@@ -801,7 +801,7 @@ mod tests {
                     } else {
                         let encoded = Bytes::from(expected_wire(&[(*op, payload.clone())]));
                         held.push(encoded.clone());
-                        q.push_encoded(encoded);
+                        q.push_encoded(&encoded);
                     }
                 }
                 // Held by reference: encoded frames over the threshold (a frame of a payload
@@ -833,7 +833,7 @@ mod tests {
         let mut q = WriteQueue::default();
         let frames: Vec<_> = (0..8_u8).map(|i| (OpCode::Binary, vec![i; 16])).collect();
         for (op, payload) in &frames {
-            q.push_encoded(Bytes::from(expected_wire(&[(*op, payload.clone())])));
+            q.push_encoded(&Bytes::from(expected_wire(&[(*op, payload.clone())])));
         }
         assert!(
             q.more.as_ref().is_none_or(|m| m.segments.is_empty()),
@@ -858,7 +858,7 @@ mod tests {
                     let mut cx = Context::from_waker(waker);
                     let _ = q.poll_write_once(&mut w, &mut cx);
                     let second = (OpCode::Text, vec![b'n'; next]);
-                    q.push_encoded(Bytes::from(expected_wire(std::slice::from_ref(&second))));
+                    q.push_encoded(&Bytes::from(expected_wire(std::slice::from_ref(&second))));
                     w.limit = usize::MAX;
                     flush_all(&mut q, &mut w);
                     assert_eq!(
