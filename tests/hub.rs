@@ -216,7 +216,7 @@ async fn a_subscriber_that_does_not_read_loses_messages_counted_and_bounded() {
     let config = Config::default().write_buffer_high_water(HIGH_WATER);
     let addr = server(hub.clone(), config).await;
     // The slow one: a raw socket that never reads, with a small receive buffer.
-    let _slow = raw_ws_small_buffer(addr, "/sub/room").await;
+    let mut slow = raw_ws_small_buffer(addr, "/sub/room").await;
     let mut fast = connect(addr, "/sub/room").await;
     until_subscribed(&hub, "room", 2).await;
     // The reader keeps the client (and so its subscription) until joined.
@@ -242,6 +242,29 @@ async fn a_subscriber_that_does_not_read_loses_messages_counted_and_bounded() {
     assert_eq!(queued + dropped, matched);
     assert!(dropped > COUNT as usize / 2, "dropped only {dropped}");
     assert_eq!(hub.subscriber_count("room"), 2);
+    // What was queued for it reaches it when it reads at last: the first messages, in order,
+    // none missing (the new messages were dropped, not the ones already waiting).
+    let for_slow = queued - COUNT as usize;
+    for expected in 0..for_slow {
+        let seq = bounded(read_raw_binary(&mut slow)).await;
+        assert_eq!(seq, u32::try_from(expected).unwrap());
+    }
+}
+
+/// Reads one unmasked binary frame from a raw server stream; returns its sequence number.
+async fn read_raw_binary(stream: &mut tokio::net::TcpStream) -> u32 {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0_u8; 2];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 0x82, "a final binary frame");
+    let len = match head[1] {
+        126 => usize::from(stream.read_u16().await.unwrap()),
+        127 => usize::try_from(stream.read_u64().await.unwrap()).unwrap(),
+        n => usize::from(n),
+    };
+    let mut payload = vec![0_u8; len];
+    stream.read_exact(&mut payload).await.unwrap();
+    u32::from_be_bytes(payload[..4].try_into().unwrap())
 }
 
 /// Publishes `count` binary messages of `size` bytes (a big-endian sequence number first,

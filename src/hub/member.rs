@@ -37,7 +37,7 @@ impl fmt::Display for SocketId {
 /// first, the socket stops receiving at once and the hub forgets it at the next publish to each
 /// of its topics, or when the member is dropped.
 ///
-/// Each subscription costs 72 bytes: a cursor into the topic's log (40 bytes, allocated when
+/// Each subscription costs 80 bytes: a cursor into the topic's log (48 bytes, allocated when
 /// subscribing), a pointer to it in the topic's list and in the socket's, and a shared topic
 /// name in the member's; a topic's name is stored once, however many subscribe to it.
 pub struct Member {
@@ -133,8 +133,8 @@ impl Member {
         self.hub.publish_except(topic, message, self.id())
     }
 
-    /// Messages dropped for this socket, the oldest it had waiting, because it was over its
-    /// limit ([`SlowPolicy::Drop`](crate::SlowPolicy::Drop)).
+    /// Messages not queued for this socket because it was over its limit
+    /// ([`SlowPolicy::Drop`](crate::SlowPolicy::Drop)).
     pub fn dropped(&self) -> u64 {
         self.inbox.dropped()
     }

@@ -82,14 +82,15 @@ type OnTopic = dyn Fn(&str, TopicEvent) + Send + Sync;
 /// that queue is under
 /// [`Config::write_buffer_high_water`](crate::Config::write_buffer_high_water). A publish that
 /// would take a socket past its limit (unless nothing else waits for it: a message larger than
-/// the limit still reaches a reader that keeps up) either drops the **oldest** messages waiting
-/// for that socket until the new one fits (the socket counts in [`Published::dropped`], the
-/// messages in [`Member::dropped`]), or closes the socket with 1008 (policy violation, reason
-/// `"subscriber too slow"`), as [`SlowPolicy`] says. A log holds what its slowest live
-/// subscriber has yet to take, so at most about the limit plus one message whatever the readers
-/// do (shared by all the topic's subscribers, not one copy each); a subscriber that stops
-/// reading never slows the publisher or the other subscribers, and control frames (pongs, the
-/// close frame) are never dropped: they do not go through the hub.
+/// the limit still reaches a reader that keeps up) either drops the new message for that socket,
+/// which keeps what was already waiting for it (counted in [`Published::dropped`] and
+/// [`Member::dropped`]), or closes the socket with 1008 (policy violation, reason
+/// `"subscriber too slow"`), as [`SlowPolicy`] says. A socket that goes over its limit stops
+/// holding the log back: what was waiting for it moves to a queue of its own (references to the
+/// same frames, at most its limit). So a subscriber that stops reading holds at most its limit
+/// per topic (or one message) plus its write queue, never slows the publisher or the other
+/// subscribers, and control frames (pongs, the close frame) are never dropped: they do not go
+/// through the hub.
 ///
 /// # permessage-deflate
 ///
@@ -241,8 +242,8 @@ impl fmt::Debug for HubBuilder {
 
 impl HubBuilder {
     /// The most bytes of published messages a socket may have waiting in one topic's log (each
-    /// message also counts the hundred-odd bytes of its record); past it, the oldest are dropped
-    /// for that socket or the socket is closed (see [`slow_policy`](Self::slow_policy)). Default
+    /// message also counts the hundred-odd bytes of its record); past it, a new message is
+    /// dropped for that socket or the socket is closed (see [`slow_policy`](Self::slow_policy)). Default
     /// [`DEFAULT_MAX_QUEUED`].
     pub fn max_queued(mut self, bytes: usize) -> Self {
         self.max_queued = bytes;
@@ -298,6 +299,6 @@ mod tests {
             + 2 * size_of::<usize>()
             + 2 * size_of::<Arc<Subscription>>()
             + size_of::<Arc<str>>();
-        assert_eq!(subscription, 72);
+        assert_eq!(subscription, 80);
     }
 }

@@ -10,10 +10,9 @@ pub struct Published {
     pub matched: usize,
     /// Subscribers the message was queued for, with room under their limit.
     pub queued: usize,
-    /// Subscribers that were over their limit under
-    /// [`SlowPolicy::Drop`](crate::SlowPolicy::Drop): the oldest messages waiting for them
-    /// (published earlier, one or more, counted in [`Member::dropped`](crate::Member::dropped))
-    /// were dropped to make room, and this one was queued for them.
+    /// Subscribers over their limit under [`SlowPolicy::Drop`](crate::SlowPolicy::Drop): the
+    /// message was not queued for them (counted in
+    /// [`Member::dropped`](crate::Member::dropped)).
     pub dropped: usize,
     /// Subscribers closed now for being over their limit under
     /// [`SlowPolicy::Close`](crate::SlowPolicy::Close), or found closed (their connection ended

@@ -15,14 +15,16 @@
 //! publish order (each record carries a process-wide sequence number).
 //!
 //! Bounded: a subscriber may have at most its limit of bytes waiting in a log (per topic). A
-//! publish that would take it past the limit either skips the subscriber's cursor past its
-//! oldest waiting records until the new one fits (they are dropped for it, counted), or closes
-//! the socket, as the [`SlowPolicy`] says. So a log holds at most about the limit (plus one
-//! message) past its slowest live cursor, whatever the readers do, and records every cursor has
-//! passed are freed at the next publish. The socket moves records out only while its own write
-//! queue is under its high-water mark.
+//! publish that would take it past the limit either drops the new message for that subscriber
+//! (counted), or closes the socket, as the [`SlowPolicy`] says. Dropping moves what was waiting
+//! for the slow subscriber out of the log into its own held queue (references to the same
+//! frames, at most its limit) and puts its cursor past the new record, so a reader that stops
+//! never pins the log: a log holds what its live cursors have yet to take, and records every
+//! cursor has passed are freed at the next publish. Only a subscriber that has gone over its
+//! limit has a held queue; the fast path never looks at one. The socket moves records out only
+//! while its own write queue is under its high-water mark.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
@@ -35,9 +37,9 @@ use super::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, encode_header};
 /// What happens to a subscriber whose queued bytes would pass its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlowPolicy {
-    /// The oldest messages waiting for that subscriber are dropped until the new one fits; the
-    /// subscriber stays, and the drop is counted (in the publish report and per socket). The
-    /// default.
+    /// The new message is dropped for that subscriber, which keeps what was already waiting
+    /// for it; the subscriber stays, and the drop is counted (in the publish report and per
+    /// socket). The default, as in uWebSockets.
     #[default]
     Drop,
     /// The subscriber is unsubscribed from everything at once, what was queued for it is freed,
@@ -98,7 +100,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// One published message in a topic's log.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Record {
     /// Process-wide publish order.
     seq: u64,
@@ -123,6 +125,9 @@ struct LogState {
     first: u64,
     /// The cost of every record ever appended.
     end_bytes: u64,
+    /// What went over its limit: per subscription (by address), the records that were waiting
+    /// for it then, moved out of the log so that its cursor does not hold the log back.
+    held: HashMap<usize, VecDeque<Record>>,
 }
 
 impl LogState {
@@ -186,6 +191,10 @@ impl Log {
                         report.matched += 1;
                         report.closed += 1;
                     }
+                    if subscription.held.load(Ordering::Relaxed) > 0 {
+                        state.held.remove(&subscription.key());
+                        subscription.held.store(0, Ordering::Relaxed);
+                    }
                     continue;
                 }
                 let cursor = subscription.cursor.load(Ordering::Relaxed).max(state.first);
@@ -195,7 +204,8 @@ impl Log {
                 }
                 report.matched += 1;
                 message.prepare(inbox.encoding);
-                let waiting = state.waiting_from(cursor);
+                let waiting =
+                    subscription.held.load(Ordering::Relaxed) + state.waiting_from(cursor);
                 // A message larger than the limit still reaches a socket that has nothing
                 // waiting.
                 if waiting == 0 || waiting + cost <= inbox.limit as u64 {
@@ -205,10 +215,13 @@ impl Log {
                 }
                 match inbox.policy {
                     SlowPolicy::Drop => {
-                        let cursor = state.skip_oldest(cursor, cost, inbox);
-                        subscription.cursor.store(cursor, Ordering::Relaxed);
+                        // Not for this one: what waited for it moves to its held queue, and
+                        // its cursor goes past the record appended below, at `end`.
+                        let end = state.end();
+                        state.hold(subscription, cursor);
+                        subscription.cursor.store(end + 1, Ordering::Relaxed);
+                        inbox.dropped.fetch_add(1, Ordering::Relaxed);
                         report.dropped += 1;
-                        oldest = oldest.min(cursor);
                     }
                     SlowPolicy::Close => {
                         inbox.closed.store(true, Ordering::SeqCst);
@@ -252,25 +265,28 @@ impl Log {
 }
 
 impl LogState {
-    /// Moves a cursor past the oldest records waiting for `inbox` until a record of `cost`
-    /// fits its limit; counts the ones that were for it as dropped.
-    fn skip_oldest(&self, mut cursor: u64, cost: u64, inbox: &Inbox) -> u64 {
-        let mut dropped = 0;
-        loop {
-            let waiting = self.waiting_from(cursor);
-            if waiting == 0 || waiting + cost <= inbox.limit as u64 {
-                break;
-            }
-            let Some(record) = self.get(cursor) else {
-                break;
-            };
-            if record.except != inbox.id {
-                dropped += 1;
-            }
-            cursor += 1;
+    /// Moves (references to) the records from `cursor` on that are for `subscription` to its
+    /// held queue, behind what it already holds.
+    fn hold(&mut self, subscription: &Subscription, cursor: u64) {
+        let id = subscription.inbox.id;
+        let mut added = 0;
+        let first = usize::try_from(cursor.saturating_sub(self.first)).unwrap_or(usize::MAX);
+        let moved: Vec<Record> = self
+            .records
+            .iter()
+            .skip(first)
+            .filter(|record| record.except != id)
+            .cloned()
+            .collect();
+        if moved.is_empty() {
+            return;
         }
-        inbox.dropped.fetch_add(dropped, Ordering::Relaxed);
-        cursor
+        let held = self.held.entry(subscription.key()).or_default();
+        for record in moved {
+            added += Record::cost(&record.message);
+            held.push_back(record);
+        }
+        subscription.held.fetch_add(added, Ordering::Relaxed);
     }
 }
 
@@ -280,8 +296,11 @@ pub(crate) struct Subscription {
     inbox: Arc<Inbox>,
     log: Arc<Log>,
     /// The position of the next record for this socket; written under the log's lock (by the
-    /// socket as it takes records, by a publisher when it drops the oldest).
+    /// socket as it takes records, by a publisher when it drops a message for it).
     cursor: AtomicU64,
+    /// The cost of the records in this subscription's held queue (see [`LogState::held`]);
+    /// written under the log's lock, 0 unless it went over its limit.
+    held: AtomicU64,
 }
 
 impl Subscription {
@@ -292,7 +311,13 @@ impl Subscription {
             inbox,
             log,
             cursor: AtomicU64::new(cursor),
+            held: AtomicU64::new(0),
         }
+    }
+
+    /// This subscription's key in its log's held queues: its address, stable while it lives.
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     pub(crate) fn inbox(&self) -> &Arc<Inbox> {
@@ -302,6 +327,7 @@ impl Subscription {
     /// Whether a record may be waiting (a hint, read without the log's lock).
     fn may_have_waiting(&self) -> bool {
         self.cursor.load(Ordering::Relaxed) < self.log.end()
+            || self.held.load(Ordering::Relaxed) > 0
     }
 
     /// The sequence number of the next record, if any.
@@ -310,6 +336,11 @@ impl Subscription {
             return None;
         }
         let state = lock(&self.log.state);
+        if self.held.load(Ordering::Relaxed) > 0
+            && let Some(record) = state.held.get(&self.key()).and_then(VecDeque::front)
+        {
+            return Some(record.seq);
+        }
         let cursor = self.cursor.load(Ordering::Relaxed);
         state.get(cursor.max(state.first)).map(|r| r.seq)
     }
@@ -321,7 +352,13 @@ impl Subscription {
             return true;
         }
         let (id, encoding) = (self.inbox.id, self.inbox.encoding);
-        let state = lock(&self.log.state);
+        let mut state = lock(&self.log.state);
+        // What was held when the socket went over its limit comes before anything in the log.
+        if self.held.load(Ordering::Relaxed) > 0
+            && let Some(more) = self.take_held(&mut state, bound, sink)
+        {
+            return more;
+        }
         let mut cursor = self.cursor.load(Ordering::Relaxed).max(state.first);
         let mut more = true;
         while let Some(record) = state.get(cursor) {
@@ -340,10 +377,58 @@ impl Subscription {
         more
     }
 
+    /// [`take`](Self::take) from the held queue first: `Some` of what `take` returns if it
+    /// must stop here (the sink stopped, or a held record is at or past `bound`, so the log's
+    /// records are too), `None` if the held queue emptied and the log comes next.
+    fn take_held(
+        &self,
+        state: &mut LogState,
+        bound: u64,
+        sink: &mut impl FnMut(Delivery<'_>) -> bool,
+    ) -> Option<bool> {
+        let key = self.key();
+        let Some(held) = state.held.get_mut(&key) else {
+            self.held.store(0, Ordering::Relaxed);
+            return None;
+        };
+        let mut stop = None;
+        let mut taken = 0;
+        while let Some(record) = held.front() {
+            if record.seq >= bound {
+                stop = Some(true);
+                break;
+            }
+            let more = sink(record.message.delivery(self.inbox.encoding));
+            taken += Record::cost(&record.message);
+            held.pop_front();
+            if !more {
+                stop = Some(false);
+                break;
+            }
+        }
+        if held.is_empty() {
+            state.held.remove(&key);
+            self.held.store(0, Ordering::Relaxed);
+        } else {
+            self.held.fetch_sub(taken, Ordering::Relaxed);
+        }
+        stop
+    }
+
     fn waiting_bytes(&self) -> usize {
         let state = lock(&self.log.state);
-        let waiting = state.waiting_from(self.cursor.load(Ordering::Relaxed));
+        let waiting = self.held.load(Ordering::Relaxed)
+            + state.waiting_from(self.cursor.load(Ordering::Relaxed));
         usize::try_from(waiting).unwrap_or(usize::MAX)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if *self.held.get_mut() > 0 {
+            let key = self.key();
+            lock(&self.log.state).held.remove(&key);
+        }
     }
 }
 
@@ -534,7 +619,7 @@ fn merge(subscriptions: &[Arc<Subscription>], sink: &mut impl FnMut(Delivery<'_>
 }
 
 /// A published message, framed once for every subscriber.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
     opcode: OpCode,
     /// The plain frame: header and payload in one buffer.
@@ -685,8 +770,12 @@ mod tests {
         usize::try_from(Record::cost(&message(0, 100))).unwrap()
     }
 
+    fn held(log: &Log) -> usize {
+        lock(&log.state).held.values().map(VecDeque::len).sum()
+    }
+
     #[test]
-    fn over_the_limit_the_drop_policy_drops_the_oldest_and_counts_them() {
+    fn over_the_limit_the_drop_policy_drops_the_new_message_and_counts_it() {
         let log = Arc::new(Log::default());
         let slow = inbox(3 * cost100(), SlowPolicy::Drop);
         let subs = [subscribe(&log, &slow)];
@@ -698,17 +787,44 @@ mod tests {
         assert_eq!((r.matched, r.queued, r.dropped, r.closed), (1, 0, 1, 0));
         assert_eq!(slow.dropped(), 1);
         assert_eq!(slow.queued_bytes(), 3 * cost100());
-        assert_eq!(drain_all(&slow), [2, 3, 4]);
-        assert_eq!(slow.queued_bytes(), 0);
+        // What waited moved to the held queue; the log keeps nothing for it.
+        assert_eq!((held(&log), records(&log)), (3, 0));
+        assert_eq!(drain_all(&slow), [1, 2, 3]);
+        assert_eq!((slow.queued_bytes(), held(&log)), (0, 0));
         let r = log.publish(&subs, message(5, 100), 0);
         assert_eq!(r.queued, 1);
-        // What every cursor has passed is freed by the next publish.
         assert_eq!(records(&log), 1);
         assert_eq!(drain_all(&slow), [5]);
     }
 
     #[test]
-    fn a_subscriber_that_never_reads_holds_the_log_to_its_limit() {
+    fn a_held_queue_drains_before_the_log_and_a_partial_drain_keeps_the_rest() {
+        let log = Arc::new(Log::default());
+        let slow = inbox(2 * cost100(), SlowPolicy::Drop);
+        let subs = [subscribe(&log, &slow)];
+        log.publish(&subs, message(1, 100), 0);
+        log.publish(&subs, message(2, 100), 0);
+        assert_eq!(log.publish(&subs, message(3, 100), 0).dropped, 1);
+        let mut got = Vec::new();
+        slow.drain(true, |d| {
+            let Delivery::Frame(frame) = d else {
+                panic!("a plain frame")
+            };
+            got.push(frame[2]);
+            false
+        });
+        assert_eq!(got, [1]);
+        assert_eq!(slow.queued_bytes(), cost100());
+        // Room for one more: queued in the log, behind the held one.
+        assert_eq!(log.publish(&subs, message(4, 100), 0).queued, 1);
+        assert_eq!(log.publish(&subs, message(5, 100), 0).dropped, 1);
+        assert_eq!(slow.dropped(), 2);
+        assert_eq!(drain_all(&slow), [2, 4]);
+        assert_eq!(held(&log), 0);
+    }
+
+    #[test]
+    fn a_subscriber_that_never_reads_holds_its_limit_not_the_log() {
         let log = Arc::new(Log::default());
         let (fast, never) = (
             inbox(1 << 20, SlowPolicy::Drop),
@@ -718,10 +834,18 @@ mod tests {
         for n in 0..100 {
             log.publish(&subs, message(n, 100), 0);
             assert_eq!(drain_all(&fast), [n]);
-            assert!(records(&log) <= 4, "{} records held", records(&log));
+            // Up to its limit the slow cursor holds the log; past it, only the new record and
+            // the one the fast reader took since the last publish are there.
+            let bound = if n < 4 { 4 } else { 2 };
+            assert!(
+                records(&log) <= bound,
+                "{} records in the log",
+                records(&log)
+            );
+            assert!(never.queued_bytes() <= 4 * cost100());
         }
         assert_eq!(never.dropped(), 96);
-        assert_eq!(drain_all(&never), [96, 97, 98, 99]);
+        assert_eq!(drain_all(&never), [0, 1, 2, 3]);
     }
 
     #[test]
@@ -731,7 +855,52 @@ mod tests {
         let subs = [subscribe(&log, &small)];
         assert_eq!(log.publish(&subs, message(1, 100), 0).queued, 1);
         assert_eq!(log.publish(&subs, message(2, 100), 0).dropped, 1);
-        assert_eq!(drain_all(&small), [2]);
+        assert_eq!(drain_all(&small), [1]);
+        assert_eq!(log.publish(&subs, message(3, 100), 0).queued, 1);
+        assert_eq!(drain_all(&small), [3]);
+    }
+
+    #[test]
+    fn held_records_keep_their_place_among_a_sockets_topics() {
+        let (a, b) = (Arc::new(Log::default()), Arc::new(Log::default()));
+        let socket = inbox(2 * cost100(), SlowPolicy::Drop);
+        let on_a = [subscribe(&a, &socket)];
+        let on_b = [subscribe(&b, &socket)];
+        a.publish(&on_a, message(1, 100), 0);
+        b.publish(&on_b, message(2, 100), 0);
+        a.publish(&on_a, message(3, 100), 0);
+        // Over the limit on `a`: 1 and 3 are held, 4 is dropped; `b` still has room.
+        assert_eq!(a.publish(&on_a, message(4, 100), 0).dropped, 1);
+        b.publish(&on_b, message(5, 100), 0);
+        assert_eq!(drain_all(&socket), [1, 2, 3, 5]);
+    }
+
+    #[test]
+    fn an_unsubscribed_or_closed_slow_subscriber_leaves_nothing_held() {
+        let log = Arc::new(Log::default());
+        let (slow, other) = (
+            inbox(cost100(), SlowPolicy::Drop),
+            inbox(1 << 20, SlowPolicy::Drop),
+        );
+        let sub = subscribe(&log, &slow);
+        let subs = [sub.clone(), subscribe(&log, &other)];
+        log.publish(&subs, message(1, 100), 0);
+        log.publish(&subs, message(2, 100), 0);
+        assert_eq!(held(&log), 1);
+        // Closed: the next publish frees what it held.
+        slow.shut();
+        log.publish(&subs, message(3, 100), 0);
+        assert_eq!(held(&log), 0);
+        // Unsubscribed (its last reference dropped) while holding: freed with it.
+        let slow = inbox(cost100(), SlowPolicy::Drop);
+        let sub = subscribe(&log, &slow);
+        let subs = [sub.clone(), subscribe(&log, &other)];
+        log.publish(&subs, message(4, 100), 0);
+        log.publish(&subs, message(5, 100), 0);
+        assert_eq!(held(&log), 1);
+        slow.detach(&sub);
+        drop((sub, subs));
+        assert_eq!(held(&log), 0);
     }
 
     #[test]
