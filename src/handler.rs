@@ -284,6 +284,8 @@ where
 {
     type Output = Result<(), BoxError>;
 
+    // A wrapper: inlined, so the handler's future is polled straight from the session task.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project()
             .future

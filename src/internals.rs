@@ -47,7 +47,7 @@ pub fn utf8_in_pieces(text: &[u8], piece: usize) -> bool {
 pub struct Decoder {
     reader: proto::Reader,
     rules: proto::HeaderRules,
-    max_message_size: usize,
+    max_message_size: proto::Limit,
     codec: Option<proto::Codec>,
 }
 
@@ -59,9 +59,11 @@ impl Decoder {
             rules: proto::HeaderRules {
                 expect_masked: role == Role::Server,
                 allowed_rsv: 0,
-                max_frame_size,
+                max_frame_size: proto::Limit::new(max_frame_size),
             },
-            max_message_size,
+            max_message_size: proto::Limit::new(
+                u64::try_from(max_message_size).unwrap_or(u64::MAX),
+            ),
             codec: None,
         }
     }
@@ -98,7 +100,7 @@ impl Decoder {
     pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
         let event =
             self.reader
-                .next_event(&self.rules, self.max_message_size, self.codec.as_mut())?;
+                .next_event(self.rules, self.max_message_size, self.codec.as_mut())?;
         Ok(event.map(|event| match event {
             proto::Event::Message(message) => message,
             proto::Event::Ping(payload) => Message::Ping(payload),

@@ -221,3 +221,75 @@ async fn invalid_close_arguments_are_refused_without_touching_the_connection() {
     assert_eq!(err.kind(), ErrorKind::InvalidMessage);
     assert!(client.is_open());
 }
+
+#[tokio::test]
+async fn a_close_timeout_of_duration_max_closes_normally_and_waits_without_panicking() {
+    // Kept as u32::MAX milliseconds (about 49.7 days): the close timer starts from it without
+    // overflowing `Instant` (`Duration::MAX` itself used to panic there).
+    let config = Config::default().close_timeout(Duration::MAX);
+    assert_eq!(
+        config.get_close_timeout(),
+        Duration::from_millis(u64::from(u32::MAX))
+    );
+
+    // Both close handshakes, each side starting the timer when it sends or answers.
+    let (mut client, server) = ws_pair(config).await;
+    let server_side = read_to_end(server);
+    within(5, client.close(CloseCode::NORMAL, "bye"))
+        .await
+        .unwrap();
+    let seen = within(5, server_side).await.unwrap();
+    assert_eq!(seen, vec![Message::close(CloseCode::NORMAL, "bye")]);
+    let (client, mut server) = ws_pair(config).await;
+    let client_side = read_to_end(client);
+    within(5, server.close(CloseCode::GOING_AWAY, "restart"))
+        .await
+        .unwrap();
+    let seen = within(5, client_side).await.unwrap();
+    assert_eq!(seen, vec![Message::close(CloseCode::GOING_AWAY, "restart")]);
+
+    // A peer that never answers: the close waits (its timer is weeks away) until the peer
+    // goes, and ends without a panic.
+    let (mut raw, s) = tcp_pair().await;
+    let mut server = WebSocket::new(s, Role::Server, config);
+    let mut closing = tokio::spawn(async move { server.close(CloseCode::NORMAL, "").await });
+    let ours = within(5, read_frame(&mut raw)).await.unwrap();
+    assert_eq!(ours.close_code(), Some(1000));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut closing)
+            .await
+            .is_err(),
+        "the close gave up long before its timeout"
+    );
+    drop(raw);
+    let ended = within(5, closing).await;
+    assert!(ended.is_ok(), "the closing task panicked: {ended:?}");
+}
+
+#[tokio::test]
+async fn keepalive_of_duration_max_runs_without_panicking() {
+    let config = Config::default().keepalive(Duration::MAX, Duration::MAX);
+    let (mut client, mut server) = ws_pair(config).await;
+    // The server arms its keepalive timer as soon as it waits for input.
+    let echo = tokio::spawn(async move {
+        while let Some(Ok(message)) = server.recv().await {
+            if message.is_close() || server.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    for n in 0..3_u8 {
+        within(5, client.send(Message::binary(vec![n; 16])))
+            .await
+            .unwrap();
+        assert_eq!(
+            within(5, client.recv()).await.unwrap().unwrap(),
+            Message::binary(vec![n; 16])
+        );
+    }
+    within(5, client.close(CloseCode::NORMAL, ""))
+        .await
+        .unwrap();
+    let ended = within(5, echo).await;
+    assert!(ended.is_ok(), "the echo task panicked: {ended:?}");
+}

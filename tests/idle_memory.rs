@@ -17,11 +17,11 @@ static ALLOCATOR: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
 /// Sockets opened while the heap is measured.
 const SOCKETS: usize = 500;
 
-/// The bound: the session task (896 bytes with every feature: tokio rounds a task up to a
-/// multiple of 128 bytes), tokio's registration (256) and the close signal (96) come to 1,248
-/// bytes; 52 more allow for allocator rounding and feature differences, but not for another
+/// The bound: the session task (768 bytes with every feature: tokio rounds a task up to a
+/// multiple of 128 bytes), tokio's registration (256) and the close signal (96) come to 1,120
+/// bytes; 50 more allow for allocator rounding and feature differences, but not for another
 /// buffer or a task grown into its next 128 bytes.
-const MAX_HEAP_PER_SOCKET: usize = 1_300;
+const MAX_HEAP_PER_SOCKET: usize = 1_170;
 
 /// Starts the echo server (hyper's HTTP/1 connection, the layer, a `handler_fn`) on a
 /// current-thread runtime of its own thread.

@@ -59,12 +59,14 @@ pub(crate) fn enqueue(
         )
     });
     let counters = counters.clone();
+    // Saturating: `op_timeout` may be `Duration::MAX` ("no timeout"), which `* 3` overflows.
+    let bound = op_timeout.saturating_mul(3);
     async move {
         let result = match queued {
             Err(error) => Err(error),
             // The task answers within two of its own timeouts (the batch before, and this
             // one); this bound only guards against a task that stopped answering.
-            Ok(()) => match tokio::time::timeout(op_timeout * 3, answer).await {
+            Ok(()) => match tokio::time::timeout(bound, answer).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(BrokerError::new(
                     BrokerErrorKind::Closed,
@@ -72,7 +74,7 @@ pub(crate) fn enqueue(
                 )),
                 Err(_) => Err(BrokerError::new(
                     BrokerErrorKind::Unavailable,
-                    format!("publish: no answer within {:?}", op_timeout * 3),
+                    format!("publish: no answer within {bound:?}"),
                 )),
             },
         };
@@ -82,5 +84,34 @@ pub(crate) fn enqueue(
             &counters.publish_failures
         });
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_publish_whose_timeout_is_duration_max_waits_for_its_answer() {
+        let (queue, mut requests) = mpsc::channel(1);
+        let counters = Arc::new(Counters::default());
+        let answer = enqueue(
+            &queue,
+            &counters,
+            Duration::MAX,
+            "prices",
+            [0; PREFIX_LEN],
+            Bytes::from_static(b"1.25"),
+        );
+        let request = requests.recv().await.unwrap();
+        assert_eq!(
+            (&*request.topic, &request.payload[..]),
+            ("prices", &b"1.25"[..])
+        );
+        request.reply.send(Ok(None)).unwrap();
+        assert!(matches!(answer.await, Ok(None)));
+        assert_eq!(counters.published.load(Ordering::Relaxed), 1);
     }
 }

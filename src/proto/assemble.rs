@@ -3,6 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::config::Limit;
 use super::deflate::Codec;
 use super::frame::{FrameHeader, OpCode};
 use super::message::{Message, Utf8Bytes};
@@ -55,7 +56,7 @@ impl Assembler {
     pub(crate) fn begin_frame(
         &mut self,
         header: &FrameHeader,
-        max_message_size: u64,
+        max_message_size: Limit,
     ) -> Result<(), ProtocolError> {
         let rsv1 = header.rsv & 0b100 != 0;
         match (header.opcode, self.kind) {
@@ -76,10 +77,10 @@ impl Assembler {
         }
         let gathered = self.spill.as_ref().map_or(0, |spill| spill.fragments.len());
         let size = (gathered as u64).saturating_add(header.payload_len);
-        if size > max_message_size {
+        if max_message_size.exceeded_by(size) {
             return Err(ProtocolError::MessageTooLarge {
                 size,
-                limit: max_message_size,
+                limit: max_message_size.get_u64(),
             });
         }
         Ok(())
@@ -117,10 +118,10 @@ impl Assembler {
         fin: bool,
         payload: Bytes,
         codec: Option<&mut Codec>,
-        max_message_size: usize,
+        max_message_size: Limit,
     ) -> Result<Option<Message>, ProtocolError> {
         if self.compressed {
-            return self.end_compressed_frame(fin, &payload, codec, max_message_size);
+            return self.end_compressed_frame(fin, &payload, codec, max_message_size.get());
         }
         if !fin {
             let spill = self.spill.get_or_insert_with(Box::default);
@@ -201,21 +202,21 @@ mod tests {
         fin: bool,
         data: &[u8],
     ) -> Result<Option<Message>, ProtocolError> {
-        a.begin_frame(&header(opcode, fin, data.len() as u64), 100)?;
+        a.begin_frame(&header(opcode, fin, data.len() as u64), Limit::new(100))?;
         if a.in_text() {
             a.check_text(data)?;
         }
-        a.end_frame(fin, Bytes::copy_from_slice(data), None, 100)
+        a.end_frame(fin, Bytes::copy_from_slice(data), None, Limit::new(100))
     }
 
     #[test]
     fn single_frame_messages_are_not_copied() {
         let mut a = Assembler::default();
         let payload = Bytes::from_static(b"hello");
-        a.begin_frame(&header(OpCode::Binary, true, 5), 100)
+        a.begin_frame(&header(OpCode::Binary, true, 5), Limit::new(100))
             .unwrap();
         let msg = a
-            .end_frame(true, payload.clone(), None, 100)
+            .end_frame(true, payload.clone(), None, Limit::new(100))
             .unwrap()
             .unwrap();
         let Message::Binary(data) = msg else { panic!() };
@@ -256,7 +257,7 @@ mod tests {
         let mut a = Assembler::default();
         feed(&mut a, OpCode::Binary, false, &[0; 60]).unwrap();
         assert_eq!(
-            a.begin_frame(&header(OpCode::Continuation, true, 41), 100),
+            a.begin_frame(&header(OpCode::Continuation, true, 41), Limit::new(100)),
             Err(ProtocolError::MessageTooLarge {
                 size: 101,
                 limit: 100

@@ -165,10 +165,10 @@ impl<Io> Drop for Core<Io> {
 
 impl<Io> Core<Io> {
     pub(crate) fn new(io: Io, role: Role, config: Config, buffered: BytesMut) -> Self {
-        let keepalive = config.keepalive.map(|k| {
+        let keepalive = config.keepalive_timing().map(|(interval, timeout)| {
             Box::new(KeepaliveState {
-                interval: k.interval,
-                timeout: k.timeout,
+                interval,
+                timeout,
                 last_seen: Instant::now(),
                 pinged: false,
             })
@@ -213,7 +213,7 @@ impl<Io> Core<Io> {
     /// defaults.
     #[cfg(feature = "deflate")]
     pub(crate) fn set_deflate(&mut self, params: super::deflate::DeflateParams) {
-        let settings = self.config.deflate.unwrap_or_default();
+        let settings = self.config.get_deflate().copied().unwrap_or_default();
         self.deflate = Some(Box::new(Codec::new(settings, params, self.role)));
     }
 
@@ -232,7 +232,7 @@ impl<Io> Core<Io> {
         HeaderRules {
             expect_masked: self.role == Role::Server,
             allowed_rsv,
-            max_frame_size: self.config.max_frame_size as u64,
+            max_frame_size: self.config.frame_limit(),
         }
     }
 
@@ -341,7 +341,7 @@ impl<Io> Core<Io> {
         );
         self.queue_close(frame);
         self.state = State::CloseSent;
-        self.arm(self.config.close_timeout);
+        self.arm(self.config.get_close_timeout());
     }
 
     /// Fails the connection: queue a close frame with the error's code (if we have not sent one)
@@ -360,7 +360,7 @@ impl<Io> Core<Io> {
         }
         self.reader.discard();
         self.state = State::Failed(Some(error));
-        self.arm(self.config.close_timeout);
+        self.arm(self.config.get_close_timeout());
     }
 
     /// A close request from a [`Closer`](super::Closer), if one is pending and we are open.
@@ -428,10 +428,10 @@ impl<Io> Core<Io> {
             self.inbox = None;
             return;
         }
-        let high_water = self.config.write_high_water;
+        let high_water = self.config.high_water();
         let writer = &mut self.writer;
         let deflate = &mut self.deflate;
-        let start = all || writer.len() < high_water;
+        let start = all || !high_water.reached_by(writer.len());
         let close = inbox.drain(start, |delivery| {
             match delivery {
                 fanout::Delivery::Frame(frame) => writer.push_encoded(frame),
@@ -441,7 +441,7 @@ impl<Io> Core<Io> {
                     opcode,
                 } => push_own_compressed(writer, deflate, frame, header_len, opcode),
             }
-            all || writer.len() < high_water
+            all || !high_water.reached_by(writer.len())
         });
         if let Some(code) = close {
             self.begin_close(Some(&CloseFrame::new(code, fanout::SLOW_CLOSE_REASON)));
@@ -514,7 +514,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
             let codec = self.deflate.as_deref_mut();
             match self
                 .reader
-                .next_event(&rules, self.config.max_message_size, codec)
+                .next_event(rules, self.config.message_limit(), codec)
             {
                 Err(rule) => {
                     self.fail(Error::protocol(rule));
@@ -530,7 +530,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                 self.state = State::Terminated;
                 return Poll::Ready(Some(Err(e)));
             }
-            if self.deferred_pong.is_some() && self.writer.len() < self.config.write_high_water {
+            if self.deferred_pong.is_some() && !self.config.over_high_water(self.writer.len()) {
                 if let Some(payload) = self.deferred_pong.take()
                     && matches!(self.state, State::Open)
                 {
@@ -538,7 +538,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                 }
                 continue;
             }
-            if self.writer.len() >= self.config.write_high_water {
+            if self.config.over_high_water(self.writer.len()) {
                 // The peer is not reading what we send; read no further (a ping flood would
                 // otherwise grow the pong queue) until it does. The flush above registered
                 // for the wake-up.
@@ -547,7 +547,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
             }
             match self
                 .reader
-                .poll_fill(&mut self.io, cx, self.config.read_chunk)
+                .poll_fill(&mut self.io, cx, self.config.read_chunk())
             {
                 Poll::Ready(Ok(0)) => return Poll::Ready(self.on_eof()),
                 Poll::Ready(Ok(_)) => {
@@ -575,16 +575,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
         match event {
             Event::Message(message) => message,
             Event::Ping(payload) => {
-                if self.config.auto_pong
+                if self.config.answers_pings()
                     && matches!(self.state, State::Open)
-                    && self.writer.len() >= self.config.write_high_water
+                    && self.config.over_high_water(self.writer.len())
                 {
                     // Replaced in place: a ping flood allocates once.
                     match &mut self.deferred_pong {
                         Some(slot) => **slot = payload.clone(),
                         None => self.deferred_pong = Some(Box::new(payload.clone())),
                     }
-                } else if self.config.auto_pong && matches!(self.state, State::Open) {
+                } else if self.config.answers_pings() && matches!(self.state, State::Open) {
                     self.queue(OpCode::Pong, payload.clone());
                     if !self.reader.has_complete_frame() {
                         // Answer now rather than when the application next reads. A write
@@ -608,7 +608,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
                 }
                 self.state = State::Closing;
                 self.reader.discard();
-                self.arm(self.config.close_timeout);
+                self.arm(self.config.get_close_timeout());
                 // Get the reply out now, in case the application stops polling after the close.
                 let _ = self.try_flush(cx, Side::Read);
                 Message::Close(frame)
@@ -751,7 +751,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
     pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<()>> {
         if !self.signal.as_ref().is_some_and(|s| s.is_requested())
             && matches!(self.state, State::Open)
-            && self.writer.len() < self.config.write_high_water
+            && !self.config.over_high_water(self.writer.len())
         {
             // The common case, inlined into `send`: nothing to close, room in the queue.
             return Poll::Ready(Ok(()));
@@ -767,11 +767,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
         if !matches!(self.state, State::Open) {
             return Poll::Ready(Err(Error::closed()));
         }
-        let limit = self.config.write_high_water;
-        if self.writer.len() >= limit {
+        if self.config.over_high_water(self.writer.len()) {
+            let limit = self.config.get_write_buffer_high_water();
             let drained =
                 self.poll_write_side(cx, side, |w, io, cx| w.poll_drain_below(io, cx, limit));
-            match (drained, self.config.backpressure) {
+            match (drained, self.config.backpressure_policy()) {
                 (Poll::Ready(Ok(())), _) => {}
                 (Poll::Ready(Err(e)), _) => {
                     self.state = State::Terminated;
@@ -918,7 +918,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
     /// application is about to read them and will likely answer; the answers go out together)
     /// and the queue is under the flush threshold.
     pub(crate) fn should_flush_after_send(&self) -> bool {
-        self.writer.len() >= self.config.flush_threshold || !self.reader.has_complete_frame()
+        self.config.flush_due(self.writer.len()) || !self.reader.has_complete_frame()
     }
 
     /// Writes after a `send`. Under [`Backpressure::Wait`] everything queued is written (unless
@@ -941,7 +941,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Core<Io> {
 
     #[inline(never)]
     fn poll_send_flush_now(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<Result<()>> {
-        match (self.poll_flush(cx, side), self.config.backpressure) {
+        match (self.poll_flush(cx, side), self.config.backpressure_policy()) {
             (Poll::Pending, Backpressure::Reject | Backpressure::Close) => Poll::Ready(Ok(())),
             (flushed, _) => flushed,
         }

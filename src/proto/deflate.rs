@@ -84,8 +84,10 @@ const INFLATE_STEP: usize = 16 << 10;
 /// (`examples/deflate_cost.rs` describes the samples and the method).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflateConfig {
-    pub(crate) level: u32,
-    pub(crate) threshold: usize,
+    /// 0 to 9.
+    level: u8,
+    /// Saturated: `u32::MAX` stands for every length from it up.
+    threshold: u32,
     pub(crate) server_no_context_takeover: bool,
     pub(crate) client_no_context_takeover: bool,
     pub(crate) server_max_window_bits: u8,
@@ -131,16 +133,17 @@ impl DeflateConfig {
     /// 6.0x on 150 KB API pages).
     #[must_use]
     pub fn level(mut self, level: u32) -> Self {
-        self.level = level.min(9);
+        self.level = u8::try_from(level.min(9)).unwrap_or(9);
         self
     }
 
     /// Messages shorter than this are sent uncompressed.
     ///
     /// Default: 64 bytes, under which deflate's block overhead usually outweighs the gain.
+    /// `u32::MAX` (4 GiB less a byte) or more, `usize::MAX` included, means never compress.
     #[must_use]
     pub fn threshold(mut self, bytes: usize) -> Self {
-        self.threshold = bytes;
+        self.threshold = u32::try_from(bytes).unwrap_or(u32::MAX);
         self
     }
 
@@ -185,12 +188,16 @@ impl DeflateConfig {
 
     /// The configured level.
     pub fn get_level(&self) -> u32 {
-        self.level
+        u32::from(self.level)
     }
 
-    /// The configured threshold.
+    /// The configured threshold (`usize::MAX`: never compress).
     pub fn get_threshold(&self) -> usize {
-        self.threshold
+        if self.threshold == u32::MAX {
+            usize::MAX
+        } else {
+            usize::try_from(self.threshold).unwrap_or(usize::MAX)
+        }
     }
 }
 
@@ -264,8 +271,8 @@ impl Codec {
             Role::Client => (client, server),
         };
         Self {
-            level: config.level,
-            threshold: config.threshold,
+            level: config.get_level(),
+            threshold: config.get_threshold(),
             outgoing,
             incoming,
             compressor: None,
@@ -535,6 +542,26 @@ fn return_decompressor(bits: u8, decompressor: Box<Decompress>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_level_and_threshold_are_kept_small_and_saturate() {
+        assert_eq!(DeflateConfig::default().level(6).get_level(), 6);
+        assert_eq!(DeflateConfig::default().level(u32::MAX).get_level(), 9);
+        assert_eq!(DeflateConfig::default().get_threshold(), 64);
+        assert_eq!(DeflateConfig::default().threshold(0).get_threshold(), 0);
+        let max = usize::try_from(u32::MAX).unwrap();
+        assert_eq!(
+            DeflateConfig::default().threshold(max - 1).get_threshold(),
+            max - 1
+        );
+        for never in [max, usize::MAX] {
+            let config = DeflateConfig::default().threshold(never);
+            assert_eq!(config.get_threshold(), usize::MAX);
+            let codec = Codec::new(config, DeflateParams::default(), Role::Server);
+            assert!(!codec.should_compress(max));
+        }
+        assert!(size_of::<Option<DeflateConfig>>() <= 12);
+    }
 
     fn pair(params: DeflateParams) -> (Codec, Codec) {
         let config = DeflateConfig::default().threshold(0);

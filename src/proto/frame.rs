@@ -20,6 +20,7 @@
 
 use bytes::BufMut;
 
+use super::config::Limit;
 use crate::error::ProtocolError;
 
 /// The largest header: 2 bytes, an 8-byte extended length and a 4-byte masking key.
@@ -100,7 +101,7 @@ pub(crate) struct HeaderRules {
     /// RSV bits an extension has claimed; any other set bit fails the connection.
     pub(crate) allowed_rsv: u8,
     /// Largest payload accepted in one frame.
-    pub(crate) max_frame_size: u64,
+    pub(crate) max_frame_size: Limit,
 }
 
 /// Decodes the header at the start of `buf`.
@@ -115,7 +116,7 @@ pub(crate) struct HeaderRules {
 #[inline]
 pub(crate) fn decode_header(
     buf: &[u8],
-    rules: &HeaderRules,
+    rules: HeaderRules,
 ) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
     let [b0, b1, rest @ ..] = buf else {
         return Ok(None);
@@ -163,10 +164,10 @@ pub(crate) fn decode_header(
         }
         n => (u64::from(n), rest),
     };
-    if payload_len > rules.max_frame_size {
+    if rules.max_frame_size.exceeded_by(payload_len) {
         return Err(ProtocolError::FrameTooLarge {
             size: payload_len,
-            limit: rules.max_frame_size,
+            limit: rules.max_frame_size.get_u64(),
         });
     }
     let mask = if masked {
@@ -239,7 +240,7 @@ mod tests {
     const SERVER: HeaderRules = HeaderRules {
         expect_masked: true,
         allowed_rsv: 0,
-        max_frame_size: u64::MAX,
+        max_frame_size: Limit::NONE,
     };
     const CLIENT: HeaderRules = HeaderRules {
         expect_masked: false,
@@ -253,7 +254,7 @@ mod tests {
                 let mut wire = Vec::new();
                 encode_header(&header(OpCode::Binary, len, mask), &mut wire);
                 let rules = if mask.is_some() { SERVER } else { CLIENT };
-                let (_, header_len) = decode_header(&wire, &rules).unwrap().unwrap();
+                let (_, header_len) = decode_header(&wire, rules).unwrap().unwrap();
                 assert_eq!(frame_len(&wire), Some(header_len as u64 + len));
                 // Until the length fields have arrived, it cannot tell.
                 let len_fields = match len {
@@ -305,14 +306,14 @@ mod tests {
                 } + if mask.is_some() { 4 } else { 0 };
                 assert_eq!(n, expected_len, "len {len}");
                 assert_eq!(
-                    decode_header(&out[..n], &rules),
+                    decode_header(&out[..n], rules),
                     Ok(Some((h, n))),
                     "len {len}"
                 );
                 // Every strict prefix is incomplete, never an error.
                 for cut in 0..n {
                     assert_eq!(
-                        decode_header(&out[..cut], &rules),
+                        decode_header(&out[..cut], rules),
                         Ok(None),
                         "len {len} cut {cut}"
                     );
@@ -324,18 +325,16 @@ mod tests {
     #[test]
     fn decodes_rfc_examples() {
         // RFC 6455 5.7: unmasked "Hello" and masked "Hello".
-        let (h, n) = decode_header(&[0x81, 0x05, 0x48], &CLIENT)
-            .unwrap()
-            .unwrap();
+        let (h, n) = decode_header(&[0x81, 0x05, 0x48], CLIENT).unwrap().unwrap();
         assert_eq!(
             (h.opcode, h.fin, h.payload_len, n),
             (OpCode::Text, true, 5, 2)
         );
         let masked = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f];
-        let (h, n) = decode_header(&masked, &SERVER).unwrap().unwrap();
+        let (h, n) = decode_header(&masked, SERVER).unwrap().unwrap();
         assert_eq!((h.mask, n), (Some([0x37, 0xfa, 0x21, 0x3d]), 6));
         // A 256-byte binary frame uses the 16-bit length.
-        let (h, n) = decode_header(&[0x82, 0x7e, 0x01, 0x00], &CLIENT)
+        let (h, n) = decode_header(&[0x82, 0x7e, 0x01, 0x00], CLIENT)
             .unwrap()
             .unwrap();
         assert_eq!((h.payload_len, n), (256, 4));
@@ -346,7 +345,7 @@ mod tests {
         for rsv in 1..8_u8 {
             let b0 = 0x81 | (rsv << 4);
             assert_eq!(
-                decode_header(&[b0, 0x80], &SERVER),
+                decode_header(&[b0, 0x80], SERVER),
                 Err(ProtocolError::ReservedBits(rsv))
             );
         }
@@ -354,15 +353,15 @@ mod tests {
             allowed_rsv: 0b100,
             ..SERVER
         };
-        assert!(decode_header(&[0xc1, 0x80, 0, 0, 0, 0], &deflate).is_ok());
-        assert!(decode_header(&[0xa1, 0x80], &deflate).is_err());
+        assert!(decode_header(&[0xc1, 0x80, 0, 0, 0, 0], deflate).is_ok());
+        assert!(decode_header(&[0xa1, 0x80], deflate).is_err());
     }
 
     #[test]
     fn rejects_reserved_opcodes() {
         for op in [3, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf] {
             assert_eq!(
-                decode_header(&[0x80 | op, 0x80], &SERVER),
+                decode_header(&[0x80 | op, 0x80], SERVER),
                 Err(ProtocolError::ReservedOpCode(op))
             );
         }
@@ -371,28 +370,28 @@ mod tests {
     #[test]
     fn rejects_fragmented_and_oversized_control_frames() {
         assert_eq!(
-            decode_header(&[0x09, 0x80], &SERVER),
+            decode_header(&[0x09, 0x80], SERVER),
             Err(ProtocolError::FragmentedControlFrame)
         );
         assert_eq!(
-            decode_header(&[0x89, 0xfe], &SERVER),
+            decode_header(&[0x89, 0xfe], SERVER),
             Err(ProtocolError::ControlFrameTooLong)
         );
         assert_eq!(
-            decode_header(&[0x88, 0x7e], &CLIENT),
+            decode_header(&[0x88, 0x7e], CLIENT),
             Err(ProtocolError::ControlFrameTooLong)
         );
-        assert!(decode_header(&[0x89, 0xfd], &SERVER).unwrap().is_none());
+        assert!(decode_header(&[0x89, 0xfd], SERVER).unwrap().is_none());
     }
 
     #[test]
     fn rejects_wrong_masking_for_the_role() {
         assert_eq!(
-            decode_header(&[0x81, 0x05], &SERVER),
+            decode_header(&[0x81, 0x05], SERVER),
             Err(ProtocolError::UnmaskedFrameFromClient)
         );
         assert_eq!(
-            decode_header(&[0x81, 0x85], &CLIENT),
+            decode_header(&[0x81, 0x85], CLIENT),
             Err(ProtocolError::MaskedFrameFromServer)
         );
     }
@@ -402,7 +401,7 @@ mod tests {
         let mut b = vec![0x82, 0x7f];
         b.extend_from_slice(&(1_u64 << 63).to_be_bytes());
         assert_eq!(
-            decode_header(&b, &CLIENT),
+            decode_header(&b, CLIENT),
             Err(ProtocolError::PayloadLengthTopBit)
         );
     }
@@ -410,23 +409,23 @@ mod tests {
     #[test]
     fn frame_size_limit_is_decided_from_the_header_alone() {
         let rules = HeaderRules {
-            max_frame_size: 1000,
+            max_frame_size: Limit::new(1000),
             ..CLIENT
         };
         let mut b = vec![0x82, 0x7f];
         b.extend_from_slice(&(1_u64 << 62).to_be_bytes());
         assert_eq!(
-            decode_header(&b, &rules),
+            decode_header(&b, rules),
             Err(ProtocolError::FrameTooLarge {
                 size: 1 << 62,
                 limit: 1000
             })
         );
         assert!(
-            decode_header(&[0x82, 0x7e, 0x03, 0xe8], &rules)
+            decode_header(&[0x82, 0x7e, 0x03, 0xe8], rules)
                 .unwrap()
                 .is_some()
         );
-        assert!(decode_header(&[0x82, 0x7e, 0x03, 0xe9], &rules).is_err());
+        assert!(decode_header(&[0x82, 0x7e, 0x03, 0xe9], rules).is_err());
     }
 }

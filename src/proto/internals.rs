@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+pub(crate) use super::config::Limit;
 pub(crate) use super::deflate::Codec;
 pub(crate) use super::frame::{HeaderRules, OpCode};
 pub(crate) use super::mask::{apply_mask, apply_mask_bytewise, apply_mask_portable};
@@ -15,11 +16,11 @@ pub(crate) fn decode_all(wire: BytesMut) -> usize {
     let rules = HeaderRules {
         expect_masked: true,
         allowed_rsv: 0,
-        max_frame_size: u64::MAX,
+        max_frame_size: Limit::NONE,
     };
     let mut reader = Reader::with_buffered(wire);
     let mut messages = 0;
-    while let Ok(Some(_)) = reader.next_event(&rules, usize::MAX, None) {
+    while let Ok(Some(_)) = reader.next_event(rules, Limit::NONE, None) {
         messages += 1;
     }
     messages

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::assemble::Assembler;
 use super::close::CloseFrame;
+use super::config::Limit;
 use super::deflate::Codec;
 use super::frame::{self, FrameHeader, HeaderRules, OpCode};
 use super::mask::apply_mask;
@@ -84,8 +85,8 @@ impl Reader {
     /// The first protocol rule the buffered bytes break.
     pub(crate) fn next_event(
         &mut self,
-        rules: &HeaderRules,
-        max_message_size: usize,
+        rules: HeaderRules,
+        max_message_size: Limit,
         mut codec: Option<&mut Codec>,
     ) -> Result<Option<Event>, ProtocolError> {
         loop {
@@ -101,8 +102,7 @@ impl Reader {
                             return Err(ProtocolError::CompressedControlFrame);
                         }
                     } else {
-                        self.assembler
-                            .begin_frame(&header, max_message_size as u64)?;
+                        self.assembler.begin_frame(&header, max_message_size)?;
                     }
                     // The frame size limit (at most `usize::MAX`) bounds the length.
                     let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
@@ -304,7 +304,7 @@ mod tests {
     const SERVER: HeaderRules = HeaderRules {
         expect_masked: true,
         allowed_rsv: 0,
-        max_frame_size: 1 << 20,
+        max_frame_size: Limit::new(1 << 20),
     };
 
     fn masked_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
@@ -327,7 +327,7 @@ mod tests {
     fn events(wire: &[u8]) -> Result<Vec<Event>, ProtocolError> {
         let mut r = Reader::with_buffered(BytesMut::from(wire));
         let mut out = Vec::new();
-        while let Some(e) = r.next_event(&SERVER, 1 << 20, None)? {
+        while let Some(e) = r.next_event(SERVER, Limit::new(1 << 20), None)? {
             out.push(e);
         }
         Ok(out)
@@ -358,7 +358,7 @@ mod tests {
         // Only the header and the first 16 payload bytes have arrived.
         let mut r = Reader::with_buffered(BytesMut::from(&wire[..6 + 16]));
         assert_eq!(
-            r.next_event(&SERVER, 1 << 20, None).unwrap_err(),
+            r.next_event(SERVER, Limit::new(1 << 20), None).unwrap_err(),
             ProtocolError::InvalidUtf8
         );
     }
@@ -371,7 +371,7 @@ mod tests {
         let mut got = None;
         for &b in &wire {
             r.buf.extend_from_slice(&[b]);
-            if let Some(e) = r.next_event(&SERVER, 1 << 20, None).unwrap() {
+            if let Some(e) = r.next_event(SERVER, Limit::new(1 << 20), None).unwrap() {
                 got = Some(e);
             }
         }
@@ -384,7 +384,7 @@ mod tests {
         let mut r =
             Reader::with_buffered(BytesMut::from(&[0x82, 0xfe, 0x01, 0x00, 1, 2, 3, 4][..]));
         assert_eq!(
-            r.next_event(&SERVER, 255, None).unwrap_err(),
+            r.next_event(SERVER, Limit::new(255), None).unwrap_err(),
             ProtocolError::MessageTooLarge {
                 size: 256,
                 limit: 255
