@@ -63,8 +63,10 @@ const STREAM: u32 = 1;
 /// The initial flow-control window of RFC 9113, before any SETTINGS or `WINDOW_UPDATE`.
 const DEFAULT_WINDOW: i64 = 65_535;
 const MAX_WINDOW: i64 = (1 << 31) - 1;
-/// The largest frame payload we accept: the protocol's default, which we do not raise.
-const MAX_RECV_FRAME: usize = 16 << 10;
+/// The protocol's default largest frame payload: what browsers accept, and what we accept
+/// unless told otherwise. Frames other than DATA may never be larger.
+pub(crate) const DEFAULT_MAX_FRAME: u32 = 16 << 10;
+const MAX_RECV_FRAME: usize = DEFAULT_MAX_FRAME as usize;
 /// What we let the server send ahead, per stream and for the connection: far more than any
 /// cell has in flight, so the server never waits for credit.
 const RECV_WINDOW: u32 = 16 << 20;
@@ -324,6 +326,8 @@ pub(crate) struct Stream<T = TcpStream> {
     send_ws: i64,
     peer_initial_window: i64,
     peer_max_frame: usize,
+    /// The largest DATA frame we accept (our `SETTINGS_MAX_FRAME_SIZE`).
+    max_frame: usize,
     connect_protocol: bool,
     settings_seen: bool,
     /// A writer waiting for send window.
@@ -363,6 +367,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream<T> {
             send_ws: DEFAULT_WINDOW,
             peer_initial_window: DEFAULT_WINDOW,
             peer_max_frame: MAX_RECV_FRAME,
+            max_frame: MAX_RECV_FRAME,
             connect_protocol: false,
             settings_seen: false,
             write_waker: None,
@@ -371,15 +376,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream<T> {
         }
     }
 
-    /// Opens stream 1 with an extended CONNECT over `io` and waits for its `200`.
-    async fn open(io: T, authority: &str) -> io::Result<Self> {
+    /// Opens stream 1 with an extended CONNECT over `io` and waits for its `200`, accepting
+    /// DATA frames of up to `max_frame` bytes (sent in SETTINGS if not the default).
+    async fn open(io: T, authority: &str, max_frame: u32) -> io::Result<Self> {
         let mut s = Self::new(io);
+        s.max_frame = usize::try_from(max_frame).unwrap_or(MAX_RECV_FRAME);
         s.out.extend_from_slice(PREFACE);
         let mut settings = Vec::new();
+        let frames =
+            (max_frame != DEFAULT_MAX_FRAME).then_some((SETTINGS_MAX_FRAME_SIZE, max_frame));
         for (id, value) in [
             (SETTINGS_ENABLE_PUSH, 0),
             (SETTINGS_INITIAL_WINDOW_SIZE, RECV_WINDOW),
-        ] {
+        ]
+        .into_iter()
+        .chain(frames)
+        {
             settings.extend_from_slice(&id.to_be_bytes());
             settings.extend_from_slice(&value.to_be_bytes());
         }
@@ -499,7 +511,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream<T> {
         let Some(head) = buffered.first_chunk::<HEAD_LEN>().map(Head::parse) else {
             return Ok(Step::NeedMore);
         };
-        if head.len > MAX_RECV_FRAME {
+        let limit = if head.kind == DATA {
+            self.max_frame
+        } else {
+            MAX_RECV_FRAME
+        };
+        if head.len > limit {
             return Err(protocol(format!("a frame of {} bytes", head.len)));
         }
         if self.in_block && head.kind != CONTINUATION {
@@ -985,22 +1002,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
 
 /// Opens one WebSocket: TCP (`TCP_NODELAY`, closed with a reset like the HTTP/1.1
 /// connections), then the HTTP/2 connection and its extended CONNECT.
-async fn connect(addr: SocketAddr) -> Result<(Stream, Vec<u8>), Failure> {
+async fn connect(addr: SocketAddr, max_frame: u32) -> Result<(Stream, Vec<u8>), Failure> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     tcp.set_zero_linger()?;
-    let stream = Stream::open(tcp, &addr.to_string()).await?;
+    let stream = Stream::open(tcp, &addr.to_string(), max_frame).await?;
     Ok((stream, Vec::new()))
 }
 
-/// Opens `count` sockets over HTTP/2, `concurrency` at a time.
+/// Opens `count` sockets over HTTP/2, `concurrency` at a time, each accepting DATA frames
+/// of up to `max_frame` bytes.
 pub(crate) async fn connect_all(
     addr: SocketAddr,
     count: usize,
     concurrency: usize,
+    max_frame: u32,
 ) -> Result<Vec<(Stream, Vec<u8>)>, Failure> {
     let all = futures_util::stream::iter(0..count)
-        .map(|_| connect(addr))
+        .map(|_| connect(addr, max_frame))
         .buffer_unordered(concurrency)
         .try_collect();
     tokio::time::timeout(CONNECT_TIMEOUT, all)
@@ -1248,7 +1267,7 @@ mod tests {
         input.extend(frame(DATA, 0, STREAM, &echo[100..120]));
         input.extend(frame(DATA, END_STREAM, STREAM, &echo[120..]));
 
-        let mut s = Stream::open(Recorder::new(input), "example:80")
+        let mut s = Stream::open(Recorder::new(input), "example:80", DEFAULT_MAX_FRAME)
             .await
             .unwrap();
         s.write_all(&echo).await.unwrap();
@@ -1292,7 +1311,9 @@ mod tests {
     async fn a_burst_leaves_in_one_write() {
         let mut input = opening(&[(SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)]);
         input.extend(frame(WINDOW_UPDATE, 0, 0, &(1_u32 << 20).to_be_bytes()));
-        let mut s = Stream::open(Recorder::new(input), "a").await.unwrap();
+        let mut s = Stream::open(Recorder::new(input), "a", DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
         // Consume the WINDOW_UPDATE, as a reader would have by then.
         assert!(
             s.poll_window(&mut Context::from_waker(Waker::noop()))
@@ -1324,7 +1345,9 @@ mod tests {
     async fn short_writes_finish_their_frame() {
         let mut input = opening(&[(SETTINGS_MAX_FRAME_SIZE, 20_000)]);
         input.extend(frame(PING, 0, 0, b"abcdefgh"));
-        let mut s = Stream::open(Recorder::new(input), "a").await.unwrap();
+        let mut s = Stream::open(Recorder::new(input), "a", DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
         s.io.limit = 7; // cuts headers and payloads alike
         let data = pattern(50_000);
         let mut at = 0;
@@ -1364,7 +1387,9 @@ mod tests {
             input.extend(frame(DATA, 0, STREAM, &chunk));
         }
         input.extend(frame(DATA, END_STREAM, STREAM, &[]));
-        let mut s = Stream::open(Recorder::new(input), "a").await.unwrap();
+        let mut s = Stream::open(Recorder::new(input), "a", DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
         let mut total = 0;
         let mut buf = vec![0; 100_000];
         loop {
@@ -1403,7 +1428,9 @@ mod tests {
             (too_big, "a frame of 16385 bytes"),
             (Vec::new(), "closed the connection"),
         ] {
-            let e = Stream::open(Recorder::new(input), "a").await.unwrap_err();
+            let e = Stream::open(Recorder::new(input), "a", DEFAULT_MAX_FRAME)
+                .await
+                .unwrap_err();
             assert!(e.to_string().contains(says), "{e} should say {says:?}");
         }
     }
@@ -1415,7 +1442,9 @@ mod tests {
         input.extend(frame(CONTINUATION, END_HEADERS, STREAM, &[0x88]));
         input.extend(frame(DATA, 0, STREAM, b"hi"));
         input.extend(frame(RST_STREAM, 0, STREAM, &2_u32.to_be_bytes()));
-        let mut s = Stream::open(Recorder::new(input), "a").await.unwrap();
+        let mut s = Stream::open(Recorder::new(input), "a", DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
         let mut buf = [0; 8];
         assert_eq!(s.read(&mut buf).await.unwrap(), 2);
         assert_eq!(&buf[..2], b"hi");
@@ -1444,10 +1473,15 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        for (conns, size, in_flight) in [(3, 16, 16), (2, 1 << 10, 1), (2, 64 << 10, 32)] {
+        for (conns, size, in_flight, max_frame) in [
+            (3, 16, 16, DEFAULT_MAX_FRAME),
+            (2, 1 << 10, 1, DEFAULT_MAX_FRAME),
+            (2, 64 << 10, 32, DEFAULT_MAX_FRAME),
+            (2, 64 << 10, 4, 1 << 20),
+        ] {
             let outcome = runtime
                 .block_on(async {
-                    let conns_open = connect_all(addr, conns, conns).await?;
+                    let conns_open = connect_all(addr, conns, conns, max_frame).await?;
                     let spec = Spec {
                         conns,
                         in_flight,
