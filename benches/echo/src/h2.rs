@@ -1413,6 +1413,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn larger_frames_only_when_advertised() {
+        let big = pattern(20_000);
+        let mut input = opening(&[]);
+        input.extend(frame(DATA, 0, STREAM, &big));
+        let mut s = Stream::open(Recorder::new(input.clone()), "a", 1 << 20)
+            .await
+            .unwrap();
+        let mut back = vec![0; big.len()];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, big);
+        let settings = &sent(&s.io)[0];
+        assert_eq!(settings.0.kind, SETTINGS);
+        assert_eq!(
+            &settings.1[12..],
+            [0, 5, 0, 0x10, 0, 0],
+            "SETTINGS_MAX_FRAME_SIZE 1 MiB"
+        );
+
+        let mut s = Stream::open(Recorder::new(input), "a", DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        assert_eq!(sent(&s.io)[0].0.len, 12, "the default is not sent");
+        let e = s.read(&mut back).await.unwrap_err();
+        assert!(e.to_string().contains("a frame of 20000 bytes"), "{e}");
+    }
+
+    #[tokio::test]
     async fn refusals_are_errors() {
         let no_connect = [settings(&[]), frame(HEADERS, END_HEADERS, STREAM, &[0x88])].concat();
         let mut not_found = settings(&[(SETTINGS_ENABLE_CONNECT_PROTOCOL, 1)]);
