@@ -101,7 +101,8 @@ matrix options:
 paths options:
   --quick, --rounds, --warmup, --window as for matrix
   --cells a,b        only these cells (see `list`)
-  --servers a,b      only these paths: h1, h2, h2-wide (h1 first: the ratios are to it)
+  --servers a,b      only these paths: h1, h2, h2-wide, h2-wide-frames (h1 first: the ratios
+                     are to it)
 
 count options:
   --servers a,b      only these servers
