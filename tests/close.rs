@@ -25,9 +25,9 @@ fn read_to_end(mut ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<Vec<Mess
     })
 }
 
-#[tokio::test]
-async fn client_initiated_close_completes_and_the_server_closes_the_transport() {
-    let (mut client, server) = ws_pair(Config::default()).await;
+/// The client closes; the server sees the close frame and the transport ends.
+async fn client_close_completes(config: Config) {
+    let (mut client, server) = ws_pair(config).await;
     let server_side = read_to_end(server);
     within(5, client.close(CloseCode::NORMAL, "bye"))
         .await
@@ -37,15 +37,25 @@ async fn client_initiated_close_completes_and_the_server_closes_the_transport() 
     assert_eq!(seen, vec![Message::close(CloseCode::NORMAL, "bye")]);
 }
 
-#[tokio::test]
-async fn server_initiated_close_completes_on_both_sides() {
-    let (client, mut server) = ws_pair(Config::default()).await;
+/// The server closes; the client sees the close frame and the transport ends.
+async fn server_close_completes(config: Config) {
+    let (client, mut server) = ws_pair(config).await;
     let client_side = read_to_end(client);
     within(5, server.close(CloseCode::GOING_AWAY, "restart"))
         .await
         .unwrap();
     let seen = within(5, client_side).await.unwrap();
     assert_eq!(seen, vec![Message::close(CloseCode::GOING_AWAY, "restart")]);
+}
+
+#[tokio::test]
+async fn client_initiated_close_completes_and_the_server_closes_the_transport() {
+    client_close_completes(Config::default()).await;
+}
+
+#[tokio::test]
+async fn server_initiated_close_completes_on_both_sides() {
+    server_close_completes(Config::default()).await;
 }
 
 #[tokio::test]
@@ -233,20 +243,8 @@ async fn a_close_timeout_of_duration_max_closes_normally_and_waits_without_panic
     );
 
     // Both close handshakes, each side starting the timer when it sends or answers.
-    let (mut client, server) = ws_pair(config).await;
-    let server_side = read_to_end(server);
-    within(5, client.close(CloseCode::NORMAL, "bye"))
-        .await
-        .unwrap();
-    let seen = within(5, server_side).await.unwrap();
-    assert_eq!(seen, vec![Message::close(CloseCode::NORMAL, "bye")]);
-    let (client, mut server) = ws_pair(config).await;
-    let client_side = read_to_end(client);
-    within(5, server.close(CloseCode::GOING_AWAY, "restart"))
-        .await
-        .unwrap();
-    let seen = within(5, client_side).await.unwrap();
-    assert_eq!(seen, vec![Message::close(CloseCode::GOING_AWAY, "restart")]);
+    client_close_completes(config).await;
+    server_close_completes(config).await;
 
     // A peer that never answers: the close waits (its timer is weeks away) until the peer
     // goes, and ends without a panic.
