@@ -103,10 +103,12 @@ pub(crate) enum Tool {
 
 /// The system calls `Tool::Syscalls` counts: tokio reads with `recv` (`recvfrom`), writes with
 /// `send` (`sendto`) and vectored writes with `writev`.
-pub(crate) const SYSCALLS: [&str; 3] = [
+pub(crate) const SYSCALLS: [&str; 5] = [
     "syscalls:sys_enter_recvfrom",
     "syscalls:sys_enter_sendto",
     "syscalls:sys_enter_writev",
+    "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_epoll_pwait",
 ];
 
 /// The counts `perf stat -x,` wrote to `path`, in `SYSCALLS` order.
@@ -199,7 +201,7 @@ pub(crate) fn run_syscalls(
     use std::fmt::Write as _;
     std::fs::create_dir_all(dir)?;
     let mut out = String::from(
-        "System calls per echoed message: `recvfrom` / `sendto` / `writev` (perf stat, the \
+        "System calls per echoed message: `recvfrom` / `sendto` / `writev` / `epoll_wait` / `epoll_pwait` (perf stat, the \
          difference of two runs over the difference of their message counts).\n\n| server |",
     );
     for s in scenarios {
@@ -301,7 +303,44 @@ pub(crate) fn run(
         }
         rows.push((server, row));
     }
-    Ok(table(&rows, scenarios))
+    let mut out = table(&rows, scenarios);
+    out.push_str(&owners_table(servers, scenarios, dir));
+    Ok(out)
+}
+
+/// The last run's instructions per echo split by whose code ran them (`breakdown.rs`), one row
+/// per server and scenario.
+fn owners_table(
+    servers: &[&'static Server],
+    scenarios: &[&'static Scenario],
+    dir: &Path,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "\nWhere one echo's instructions go (the last run; own instructions of each function, \
+         charged to the source file of each line, so code inlined from a crate counts as \
+         that crate's):\n\n| server | scenario | instructions per echo, by whose code ran |\n|---|---|---|\n",
+    );
+    for &server in servers {
+        for &scenario in scenarios {
+            let file = |m: u64| dir.join(format!("{}.{}.{m}.callgrind", server.name, scenario.id));
+            let cell = match crate::breakdown::per_message(
+                &file(scenario.m1),
+                &file(scenario.m2),
+                scenario.m1,
+                scenario.m2,
+            ) {
+                Ok(owners) => owners
+                    .iter()
+                    .map(|(owner, per)| format!("{owner} {per:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(e) => format!("FAILED: {e}"),
+            };
+            let _ = writeln!(out, "| {} | {} | {cell} |", server.name, scenario.title);
+        }
+    }
+    out
 }
 
 type Row = (&'static Server, Vec<Vec<Result<u64, String>>>);

@@ -7,9 +7,10 @@
 
 use std::fmt;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod breakdown;
 mod count;
 mod fanout;
 mod h2;
@@ -64,6 +65,15 @@ pub(crate) struct Cores {
 
 /// Cargo's target directory: `CARGO_TARGET_DIR`, or three levels above this executable
 /// (`<target>/<profile>/deps/echo-<hash>`).
+/// The repository's root (the workspace this bench is a member of).
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .map_or_else(|| manifest.to_path_buf(), Path::to_path_buf)
+}
+
 pub(crate) fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return dir.into();
@@ -79,7 +89,8 @@ usage: cargo bench -p echo-bench --bench echo -- [COMMAND] [OPTIONS]
 
 commands:
   matrix (default)   every cell for every server; prints markdown tables
-  count              instructions per echoed message under valgrind --tool=callgrind
+  count              instructions per echoed message under valgrind --tool=callgrind, and
+                     where they go (tower-ws, tokio, bytes, std, libc, ...)
   paths              tower-ws over HTTP/1.1 and over HTTP/2 (h2c extended CONNECT), side by side
   syscalls           socket system calls per echoed message under perf stat (count's scenarios)
   list               servers, cells and count scenarios
