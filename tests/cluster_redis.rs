@@ -100,6 +100,23 @@ async fn publish_until_taken(broker: &Broker, topic: &str, payload: String) -> u
     }
 }
 
+/// The positions received around each missing payload, to tell a lost offset from a reused one.
+fn offsets_around(sub: &Sub, missing: &[&String]) -> Vec<String> {
+    let mut around = Vec::new();
+    for m in missing {
+        let n: usize = m[1..].parse().unwrap();
+        for (position, payload) in &sub.got {
+            let Ok(i) = payload[1..].parse::<usize>() else {
+                continue;
+            };
+            if i + 2 >= n && i <= n + 2 {
+                around.push(format!("{payload}@{position:?}"));
+            }
+        }
+    }
+    around
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_mid_stream_every_node_resubscribes_and_nothing_is_lost() {
     let Some(mut redis) = Server::start(Kind::Redis, true) else {
@@ -140,12 +157,18 @@ async fn redis_restart_mid_stream_every_node_resubscribes_and_nothing_is_lost() 
     assert!(failures > 0, "the outage was seen by the publisher");
     let expected: Vec<String> = (0..RESTART_N).map(|i| format!("m{i}")).collect();
     for (sub, node) in subs.iter_mut().zip([&a, &b, &c]) {
-        assert!(
-            sub.read_until(RESTART_N, 30).await,
-            "got {} of {RESTART_N}; gaps {:?}",
-            sub.got.len(),
-            node.gaps()
-        );
+        if !sub.read_until(RESTART_N, 30).await {
+            let got = payloads(sub);
+            let missing: Vec<&String> = expected.iter().filter(|m| !got.contains(m)).collect();
+            panic!(
+                "got {} of {RESTART_N} ({:?}); missing {missing:?}; positions {:?}; gaps {:?}; {:?}",
+                got.len(),
+                sub.ended,
+                offsets_around(sub, &missing),
+                node.gaps(),
+                node.broker.stats()
+            );
+        }
         assert_eq!(
             payloads(sub),
             expected,
@@ -159,6 +182,88 @@ async fn redis_restart_mid_stream_every_node_resubscribes_and_nothing_is_lost() 
     for sub in &mut subs {
         assert_eq!(sub.read_for(200).await, 0, "nothing twice");
     }
+}
+
+/// A message stored in a topic's history that never went out on its channel: what a node sees
+/// when a publish races its resubscription and nothing follows it. Made with plain Redis
+/// commands (the next offset, the stream entry), copying the stored envelope of `template`.
+async fn store_without_publishing(url: &str, prefix: &str, topic: &str, template: u64, text: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (meta, stream) = (format!("{prefix}:m:{topic}"), format!("{prefix}:h:{topic}"));
+    let entries: redis::Value = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg(format!("{template}-0"))
+        .arg(format!("{template}-0"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // [[id, [m, envelope, t, ms]]]
+    let redis::Value::Array(entries) = entries else {
+        panic!("{entries:?}")
+    };
+    let redis::Value::Array(entry) = &entries[0] else {
+        panic!("{entries:?}")
+    };
+    let redis::Value::Array(fields) = &entry[1] else {
+        panic!("{entry:?}")
+    };
+    let redis::Value::BulkString(envelope) = &fields[1] else {
+        panic!("{fields:?}")
+    };
+    let offset: u64 = redis::cmd("HINCRBY")
+        .arg(&meta)
+        .arg("s")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Header (38 bytes: ..., epoch at 22, offset at 30), then the payload.
+    let mut forged = envelope[..30].to_vec();
+    forged.extend_from_slice(&offset.to_be_bytes());
+    forged.extend_from_slice(text.as_bytes());
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg(format!("{offset}-0"))
+        .arg("m")
+        .arg(forged)
+        .arg("t")
+        .arg(secs * 1000 + micros / 1000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_missed_live_with_nothing_after_it_is_found_by_the_recheck() {
+    let Some(redis) = shared_redis() else { return };
+    let prefix = unique_prefix("recheck");
+    let config = RedisConfig::default()
+        .prefix(prefix.clone())
+        .recheck_every(Duration::from_millis(400));
+    let a = Node::start(spec(&redis.url(), &config), 0);
+    let mut sub = Sub::connect(a.addr, "quiet", None).await;
+    settle().await;
+    let (publisher, _events) = Broker::redis(&redis.url(), config.clone()).unwrap();
+    publish_until_taken(&publisher, "quiet", "m0".to_owned()).await;
+    assert!(sub.read_until(1, 10).await, "{:?}", sub.ended);
+    // Past the checks that follow the node's connection: only the periodic one finds it now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let first = sub.last().unwrap().offset;
+    store_without_publishing(&redis.url(), &prefix, "quiet", first, "m1").await;
+    assert!(
+        sub.read_until(2, 10).await,
+        "the missed message never came: {:?}, {:?}",
+        sub.ended,
+        a.broker.stats()
+    );
+    assert_eq!(payloads(&sub), ["m0", "m1"]);
+    assert_eq!(sub.got[1].0.unwrap().offset, first + 1);
+    let stats = a.broker.stats();
+    assert_eq!((stats.recovered, stats.duplicates), (1, 0), "{stats:?}");
+    assert!(a.gaps().is_empty(), "{:?}", a.gaps());
+    assert_eq!(sub.read_for(600).await, 0, "nothing twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

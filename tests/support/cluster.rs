@@ -230,6 +230,8 @@ pub struct Sub {
     /// `(position, payload)` in arrival order.
     pub got: Vec<(Option<Position>, String)>,
     pub resets: Vec<String>,
+    /// Why the last [`read_until`](Self::read_until) stopped short, if it did.
+    pub ended: Option<String>,
 }
 
 impl Sub {
@@ -242,6 +244,7 @@ impl Sub {
             client: super::connect(addr, &path).await,
             got: Vec::new(),
             resets: Vec::new(),
+            ended: None,
         }
     }
 
@@ -251,8 +254,20 @@ impl Sub {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
         while self.got.len() < count {
             let next = tokio::time::timeout_at(deadline, self.client.next()).await;
-            let Ok(Some(Ok(message))) = next else {
-                return false;
+            let message = match next {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(error))) => {
+                    self.ended = Some(format!("error: {error}"));
+                    return false;
+                }
+                Ok(None) => {
+                    self.ended = Some("the connection ended".to_owned());
+                    return false;
+                }
+                Err(_) => {
+                    self.ended = Some(format!("nothing more within {secs} s"));
+                    return false;
+                }
             };
             if let tungstenite::Message::Text(text) = message {
                 let text = text.as_str();

@@ -6,6 +6,14 @@
 //! is the next one, dropped when history delivered it already, and a gap (after a reconnect,
 //! a lag, a new epoch) is filled from the topic's stream before anything newer goes out. A
 //! gap history cannot fill is reported as an [`Event::Gap`].
+//!
+//! A gap shows only when a later message arrives. So for a while after every (re)connection,
+//! and every [`RedisConfig::recheck_every`](super::RedisConfig::recheck_every) for each topic,
+//! the tick also compares the topic's last delivered position with the top of its stream, and reads
+//! from history what is still missing one tick later (what was merely in flight has arrived by
+//! then, so it is not delivered twice): a message missed live just before a topic falls quiet
+//! (a publish that raced the resubscription) is delivered within two ticks instead of waiting
+//! for the next publish.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +40,11 @@ const TICK: Duration = Duration::from_millis(200);
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 /// Batches one recovery reads at most before it yields to the rest of the loop.
 const MAX_BATCHES: usize = 64;
+/// How long after a (re)connection each tick checks every topic against its stream's top:
+/// at most this / [`TICK`] history reads per topic per reconnection.
+const RECHECK_FOR: Duration = Duration::from_secs(2);
+/// Topics one tick checks at most on the periodic recheck; the rest wait for the next ticks.
+const RECHECK_PER_TICK: usize = 256;
 
 /// What the pub/sub connection pushes to the task.
 pub(super) struct Inbox {
@@ -90,6 +103,10 @@ struct Followed {
     stale: bool,
     /// When a history read for this topic last failed.
     failed_at: Option<Instant>,
+    /// The stream's top seen by the last recheck, when it was past `last`.
+    behind: Option<Position>,
+    /// When the topic was last checked against its stream's top.
+    checked_at: Instant,
 }
 
 pub(super) struct Follower {
@@ -102,6 +119,8 @@ pub(super) struct Follower {
     /// By channel name, as the pushes name them.
     topics: HashMap<Vec<u8>, Followed>,
     connected: bool,
+    /// Until when the tick checks every topic against its stream's top.
+    recheck_until: Option<Instant>,
 }
 
 impl Follower {
@@ -122,6 +141,7 @@ impl Follower {
             counters,
             topics: HashMap::new(),
             connected: false,
+            recheck_until: None,
         }
     }
 }
@@ -172,6 +192,8 @@ impl Follower {
                         confirmed: false,
                         stale: false,
                         failed_at: None,
+                        behind: None,
+                        checked_at: Instant::now(),
                     },
                 );
                 self.subscribe(&channel).await;
@@ -208,6 +230,7 @@ impl Follower {
     async fn set_connected(&mut self) {
         if !self.connected {
             self.connected = true;
+            self.recheck_until = Some(Instant::now() + RECHECK_FOR);
             self.emit(Event::Connected).await;
         }
     }
@@ -322,11 +345,7 @@ impl Follower {
                 Ok(read) => read,
                 Err(error) => {
                     tracing::debug!(topic = %topic, %error, "history read failed; retrying");
-                    if let Some(followed) = self.topics.get_mut(channel) {
-                        followed.stale = true;
-                        followed.failed_at = Some(Instant::now());
-                    }
-                    return;
+                    return self.set_stale(channel, Some(Instant::now()));
                 }
             };
             let top = Position { epoch, offset: top };
@@ -404,6 +423,16 @@ impl Follower {
                 }
             }
         }
+        // More than one recovery reads at once: the tick goes on from here.
+        self.set_stale(channel, None);
+    }
+
+    /// Marks the topic for the tick to re-read; `failed_at`: a history read just failed.
+    fn set_stale(&mut self, channel: &[u8], failed_at: Option<Instant>) {
+        if let Some(followed) = self.topics.get_mut(channel) {
+            followed.stale = true;
+            followed.failed_at = failed_at.or(followed.failed_at);
+        }
     }
 
     fn set_last(&mut self, channel: &[u8], last: Option<Position>) {
@@ -453,6 +482,65 @@ impl Follower {
             .collect();
         for channel in stale {
             self.recover(&channel).await;
+        }
+        let now = Instant::now();
+        let all = self.recheck_until.is_some_and(|until| now <= until);
+        if !all {
+            self.recheck_until = None;
+        }
+        let every = self.publisher.config.recheck_every;
+        let due: Vec<Vec<u8>> = self
+            .topics
+            .iter()
+            .filter(|(_, f)| f.confirmed && !f.stale && f.last.is_some())
+            .filter(|(_, f)| {
+                all || f.behind.is_some()
+                    || (!every.is_zero() && now.duration_since(f.checked_at) >= every)
+            })
+            .map(|(channel, _)| channel.clone())
+            .take(if all { usize::MAX } else { RECHECK_PER_TICK })
+            .collect();
+        for channel in due {
+            self.recheck(&channel).await;
+        }
+    }
+
+    /// Compares the topic's last delivered position with its stream's top; recovers what the
+    /// previous recheck already found missing and has not arrived since.
+    async fn recheck(&mut self, channel: &[u8]) {
+        let Some(followed) = self.topics.get(channel) else {
+            return;
+        };
+        let (topic, Some(last)) = (followed.topic.clone(), followed.last) else {
+            return;
+        };
+        let Ok(top) = self.publisher.position(&topic).await else {
+            return;
+        };
+        let Some(followed) = self.topics.get_mut(channel) else {
+            return;
+        };
+        followed.checked_at = Instant::now();
+        if top.epoch == last.epoch && top.offset <= last.offset {
+            followed.behind = None;
+            return;
+        }
+        // Still short of what the previous check saw: not in flight, missed.
+        let missed = followed.behind.is_some_and(|seen| {
+            followed
+                .last
+                .is_some_and(|l| l.epoch != seen.epoch || l.offset < seen.offset)
+        });
+        if missed {
+            followed.behind = None;
+            tracing::debug!(topic = %topic, "messages missed live; reading history");
+            self.recover(channel).await;
+        } else if followed.behind.is_some() {
+            // Caught up with what the previous check saw: the topic is moving, and its next
+            // message would show a gap. Checked again in `recheck_every`.
+            followed.behind = None;
+        } else {
+            followed.behind = Some(top);
         }
     }
 }

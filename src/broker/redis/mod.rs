@@ -38,6 +38,7 @@ pub struct RedisConfig {
     pub(crate) inbox_capacity: usize,
     pub(crate) event_capacity: usize,
     pub(crate) recover_batch: usize,
+    pub(crate) recheck_every: Duration,
 }
 
 impl Default for RedisConfig {
@@ -51,6 +52,7 @@ impl Default for RedisConfig {
             inbox_capacity: 16 * 1024,
             event_capacity: 1024,
             recover_batch: 1000,
+            recheck_every: Duration::from_secs(10),
         }
     }
 }
@@ -114,6 +116,18 @@ impl RedisConfig {
     #[must_use]
     pub fn recover_batch(mut self, batch: usize) -> Self {
         self.recover_batch = batch.max(1);
+        self
+    }
+
+    /// How often a node checks each topic it follows against the top of the topic's stream
+    /// (one small read per topic; default 10 s, zero: only for 2 s after each reconnection).
+    ///
+    /// A missed message is found when the next one arrives; this bounds how long one missed
+    /// just before a topic falls quiet can stay undelivered. What the check finds missing is
+    /// read from history a tick later if it has not arrived by then.
+    #[must_use]
+    pub fn recheck_every(mut self, every: Duration) -> Self {
+        self.recheck_every = every;
         self
     }
 }
