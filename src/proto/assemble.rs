@@ -91,6 +91,11 @@ impl Assembler {
         self.compressed = compressed;
     }
 
+    /// Whether no message is in progress (the next data frame must start one).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.kind.is_none()
+    }
+
     /// Whether the frame being read carries text as sent (uncompressed), which is validated as
     /// it arrives; compressed text is validated as it is inflated.
     pub(crate) fn in_text(&self) -> bool {

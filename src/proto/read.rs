@@ -89,6 +89,9 @@ impl Reader {
         max_message_size: Limit,
         mut codec: Option<&mut Codec>,
     ) -> Result<Option<Event>, ProtocolError> {
+        if let Some(message) = self.small_message(rules, max_message_size) {
+            return Ok(Some(Event::Message(message)));
+        }
         loop {
             let (header, payload) = 'frame: {
                 let mut partial = if let Some(partial) = self.partial {
@@ -163,6 +166,105 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// The most common frame, taken without the general path's bookkeeping: a whole,
+    /// unfragmented, uncompressed text or binary message under 64 KiB, fully buffered,
+    /// with no message in progress and within both limits. `None` for anything else, which
+    /// [`next_event`](Self::next_event) then reads (and reports) as usual; text that is not
+    /// UTF-8 is left to it too, so that the error is the same on both paths.
+    #[inline]
+    fn small_message(&mut self, rules: HeaderRules, max_message_size: Limit) -> Option<Message> {
+        if self.partial.is_some() || !self.assembler.is_idle() {
+            return None;
+        }
+        let [b0, b1, ..] = *self.buf else {
+            return None;
+        };
+        // FIN, no RSV bit, text (1) or binary (2); masked as the role expects, length <= 125.
+        let text = match b0 {
+            0x81 => true,
+            0x82 => false,
+            _ => return None,
+        };
+        let masked = b1 & 0x80 != 0;
+        if masked != rules.expect_masked {
+            return None;
+        }
+        let limits = |len: u16| {
+            !rules.max_frame_size.exceeded_by(u64::from(len))
+                && !max_message_size.exceeded_by(u64::from(len))
+        };
+        match b1 & 0x7f {
+            127 => None,
+            126 => {
+                let [_, _, l0, l1, ..] = *self.buf else {
+                    return None;
+                };
+                let len = u16::from_be_bytes([l0, l1]);
+                if !limits(len) {
+                    return None;
+                }
+                if masked {
+                    self.take_small::<4, true>(text, len)
+                } else {
+                    self.take_small::<4, false>(text, len)
+                }
+            }
+            n => {
+                let len = u16::from(n);
+                if !limits(len) {
+                    return None;
+                }
+                if masked {
+                    self.take_small::<2, true>(text, len)
+                } else {
+                    self.take_small::<2, false>(text, len)
+                }
+            }
+        }
+    }
+
+    /// [`small_message`](Self::small_message) once the header is known good: `LEN_END` is where
+    /// the length field ends, `MASKED` whether a key follows it.
+    #[inline]
+    fn take_small<const LEN_END: usize, const MASKED: bool>(
+        &mut self,
+        text: bool,
+        len: u16,
+    ) -> Option<Message> {
+        let header_len = LEN_END + if MASKED { 4 } else { 0 };
+        let end = header_len + usize::from(len);
+        let frame = self.buf.get_mut(..end)?;
+        let (header, payload) = frame.split_at_mut(header_len);
+        let key = match header.split_last_chunk::<4>() {
+            Some((_, &key)) if MASKED => Some(key),
+            _ => None,
+        };
+        if let Some(key) = key {
+            apply_mask(payload, key, 0);
+        }
+        if text && simdutf8::basic::from_utf8(payload).is_err() {
+            if let Some(key) = key {
+                // Masked again, as it arrived: the general path reads it from the start.
+                apply_mask(payload, key, 0);
+            }
+            return None;
+        }
+        self.last_frame = u32::from(len);
+        let payload = if len == 0 {
+            self.buf.advance(header_len);
+            Bytes::new()
+        } else {
+            let mut frame = self.buf.split_to(end).freeze();
+            frame.advance(header_len);
+            frame
+        };
+        Some(if text {
+            Message::Text(super::message::Utf8Bytes::from_validated(payload))
+        } else {
+            Message::Binary(payload)
+        })
     }
 
     /// Whether a complete frame is already buffered, so the application will be handed more
@@ -331,6 +433,99 @@ mod tests {
             out.push(e);
         }
         Ok(out)
+    }
+
+    /// Every event (or the error) of `wire`, read from one buffer (whole frames take the
+    /// small-message path where they qualify) or one byte at a time (never: a frame whose header
+    /// has arrived without its payload goes the general way).
+    fn read_all(wire: &[u8], rules: HeaderRules, limit: Limit, whole: bool) -> String {
+        let mut r = Reader::default();
+        let mut out = Vec::new();
+        let chunks: Vec<&[u8]> = if whole {
+            vec![wire]
+        } else {
+            wire.chunks(1).collect()
+        };
+        for chunk in chunks {
+            r.buf.extend_from_slice(chunk);
+            loop {
+                match r.next_event(rules, limit, None) {
+                    Ok(Some(event)) => out.push(format!("{event:?}")),
+                    Ok(None) => break,
+                    Err(error) => return format!("{out:?} then {error:?}"),
+                }
+            }
+        }
+        format!("{out:?}, {} left", r.buffered())
+    }
+
+    #[test]
+    fn the_small_message_path_reads_what_the_general_path_reads() {
+        let payloads: [&[u8]; 8] = [
+            b"",
+            b"a",
+            "κόσμε".as_bytes(),
+            b"\xed\xa0\x80",
+            b"ok \xff",
+            &[b'x'; 125],
+            &[b'y'; 126],
+            &[b'w'; 1000],
+        ];
+        let client = HeaderRules {
+            expect_masked: false,
+            ..SERVER
+        };
+        let mut compared = 0;
+        let small_frames = HeaderRules {
+            max_frame_size: Limit::new(200),
+            ..SERVER
+        };
+        for rules in [SERVER, client, small_frames] {
+            for limit in [Limit::new(1 << 20), Limit::new(3)] {
+                for b0 in [
+                    0x81, 0x82, 0x01, 0x02, 0x80, 0x89, 0x8a, 0x88, 0xc1, 0x91, 0x83,
+                ] {
+                    for masked in [true, false] {
+                        for payload in payloads {
+                            let mut frame = Vec::new();
+                            let opcode = OpCode::from_u8(b0 & 0x0f);
+                            let header = FrameHeader {
+                                fin: b0 & 0x80 != 0,
+                                rsv: (b0 >> 4) & 0b111,
+                                opcode: opcode.unwrap_or(OpCode::Text),
+                                mask: masked.then_some([0x0f, 0xf0, 0x55, 0xaa]),
+                                payload_len: payload.len() as u64,
+                            };
+                            encode_header(&header, &mut frame);
+                            frame[0] = b0;
+                            let start = frame.len();
+                            frame.extend_from_slice(payload);
+                            if let Some(key) = header.mask {
+                                apply_mask(&mut frame[start..], key, 0);
+                            }
+                            // A message in progress, then this frame, then a plain one.
+                            for prefix in [&[][..], &[0x01, 0x81, 1, 2, 3, 4, b'h' ^ 1][..]] {
+                                let mut wire = prefix.to_vec();
+                                if !rules.expect_masked && !prefix.is_empty() {
+                                    wire = vec![0x01, 0x01, b'h'];
+                                }
+                                wire.extend_from_slice(&frame);
+                                wire.extend(if rules.expect_masked {
+                                    masked_frame(OpCode::Binary, true, b"z")
+                                } else {
+                                    vec![0x82, 0x01, b'z']
+                                });
+                                let whole = read_all(&wire, rules, limit, true);
+                                let bytewise = read_all(&wire, rules, limit, false);
+                                assert_eq!(whole, bytewise, "{wire:02x?}");
+                                compared += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 3 * 2 * 11 * 2 * 8 * 2);
     }
 
     #[test]
