@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use support::brokers::{Kind, Server, shared_nats, unique_prefix};
-use support::cluster::{Node, Spec, Sub, fan_out_across_three_nodes, settle};
+use support::cluster::{Node, Spec, Sub, fan_out_across_three_nodes, settle, until_subscribed};
 use tower_ws::Message;
 use tower_ws::broker::{Broker, BrokerErrorKind, Event, GapReason, NatsConfig, Position};
 
@@ -51,6 +51,8 @@ async fn nats_restart_mid_stream_every_node_resubscribes_and_reports_the_gap() {
         Sub::connect(b.addr, "s", None).await,
     ];
     let (publisher, _events) = Broker::nats(&nats.url(), config.clone()).await.unwrap();
+    until_subscribed(&a, 1).await;
+    until_subscribed(&b, 1).await;
     settle().await;
 
     for i in 0..100 {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use support::brokers::{Kind, Server, shared_redis, unique_prefix};
 use support::cluster::{
     Node, Spec, Sub, fan_out_across_three_nodes, payloads, publisher, send_all, settle,
-    until_connected,
+    until_connected, until_subscribed,
 };
 use tower_ws::Message;
 use tower_ws::broker::{Broker, BrokerErrorKind, Event, GapReason, Position, RedisConfig};
@@ -129,6 +129,7 @@ async fn redis_restart_mid_stream_every_node_resubscribes_and_nothing_is_lost() 
     let mut subs = Vec::new();
     for node in [&a, &b, &c] {
         subs.push(Sub::connect(node.addr, "stream", None).await);
+        until_subscribed(node, 1).await;
     }
     settle().await;
     let (publisher, _events) = Broker::redis(&redis.url(), config.clone()).unwrap();
@@ -244,7 +245,7 @@ async fn a_message_missed_live_with_nothing_after_it_is_found_by_the_recheck() {
         .recheck_every(Duration::from_millis(400));
     let a = Node::start(spec(&redis.url(), &config), 0);
     let mut sub = Sub::connect(a.addr, "quiet", None).await;
-    settle().await;
+    until_subscribed(&a, 1).await;
     let (publisher, _events) = Broker::redis(&redis.url(), config.clone()).unwrap();
     publish_until_taken(&publisher, "quiet", "m0".to_owned()).await;
     assert!(sub.read_until(1, 10).await, "{:?}", sub.ended);
@@ -274,7 +275,7 @@ async fn redis_restart_without_persistence_reports_the_new_epoch() {
     let config = config("epoch").op_timeout(Duration::from_millis(500));
     let a = Node::start(spec(&redis.url(), &config), 0);
     let mut sub = Sub::connect(a.addr, "t", None).await;
-    settle().await;
+    until_subscribed(&a, 1).await;
     let (publisher, _events) = Broker::redis(&redis.url(), config.clone()).unwrap();
     for i in 0..10 {
         publish_until_taken(&publisher, "t", format!("m{i}")).await;
@@ -317,7 +318,7 @@ async fn a_client_resumes_after_its_node_restarts_and_loses_nothing() {
     let a = Node::start(spec(&redis.url(), &config), 0);
     let port = a.addr.port();
     let mut sub = Sub::connect(a.addr, "chat", None).await;
-    settle().await;
+    until_subscribed(&a, 1).await;
     let mut pub_b = publisher(b.addr, "chat").await;
     send_all(&mut pub_b, (0..40).map(|i| format!("m{i}"))).await;
     assert!(sub.read_until(40, 10).await);
@@ -353,7 +354,7 @@ async fn a_client_too_far_behind_is_told_it_cannot_resume() {
     let config = config("too-old").history_len(10);
     let a = Node::start(spec(&redis.url(), &config), 0);
     let mut sub = Sub::connect(a.addr, "t", None).await;
-    settle().await;
+    until_subscribed(&a, 1).await;
     let mut publish = publisher(a.addr, "t").await;
     send_all(&mut publish, (0..5).map(|i| format!("m{i}"))).await;
     assert!(sub.read_until(5, 10).await);

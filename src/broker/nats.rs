@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -237,6 +238,7 @@ async fn run(
                     if let Some(task) = node.topics.remove(&topic) {
                         // Dropping the subscriber (with its task) unsubscribes.
                         task.abort();
+                        node.count_subscribed();
                     }
                 }
                 None => break,
@@ -299,6 +301,19 @@ impl Node {
         if let Some(old) = self.topics.insert(topic, task) {
             old.abort();
         }
+        // On its way to the server, not left in the client's buffer, before it is counted.
+        if let Err(error) = self.publisher.client.flush().await {
+            tracing::debug!(%error, "NATS flush after subscribe failed");
+        }
+        self.count_subscribed();
+    }
+
+    /// Publishes how many topics this node is subscribed to
+    /// ([`BrokerStats::subscribed`](super::BrokerStats::subscribed)).
+    fn count_subscribed(&self) {
+        self.counters
+            .subscribed
+            .store(self.topics.len() as u64, Ordering::Relaxed);
     }
 }
 

@@ -31,6 +31,11 @@ pub struct BrokerStats {
     pub lagged: u64,
     /// Times the connection to the broker came (back) up.
     pub connects: u64,
+    /// Topics whose broker subscription is in place now (Redis: the server confirmed it, after
+    /// the node took the topic's position, so everything published from then on reaches the
+    /// node's subscribers; NATS: the server has the subscription). A socket that joins a topic
+    /// is sure to see what is published once this counts its topic.
+    pub subscribed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +50,7 @@ pub(crate) struct Counters {
     pub(crate) bad_data: AtomicU64,
     pub(crate) lagged: AtomicU64,
     pub(crate) connects: AtomicU64,
+    pub(crate) subscribed: AtomicU64,
 }
 
 /// One more on a counter.
@@ -66,6 +72,7 @@ impl Counters {
             bad_data: get(&self.bad_data),
             lagged: get(&self.lagged),
             connects: get(&self.connects),
+            subscribed: get(&self.subscribed),
         }
     }
 }

@@ -321,8 +321,23 @@ pub async fn send_all(client: &mut super::Client, payloads: impl IntoIterator<It
     }
 }
 
-/// Gives the nodes' broker SUBSCRIBEs time to land: they are asynchronous to the WebSocket
-/// handshakes that caused them.
+/// Waits (at most 20 s) until `node`'s broker has `topics` subscriptions in place: they are
+/// asynchronous to the WebSocket handshakes that caused them, and a fixed pause is not enough on
+/// a loaded machine (a message published before them does not reach the new subscriber).
+pub async fn until_subscribed(node: &Node, topics: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while node.broker.stats().subscribed < topics {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node's broker subscriptions never came up: {:?}",
+            node.broker.stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A little time for what the nodes do in the background (a join, a leave, an unsubscribe) to
+/// land.
 pub async fn settle() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 }
@@ -370,6 +385,9 @@ pub async fn fan_out_across_three_nodes(
     }
     // Node C holds "other" too; A and B do not.
     let mut other = Sub::connect(nodes[2].addr, "other", None).await;
+    for (node, topics) in nodes.iter().zip([1, 1, 2]) {
+        until_subscribed(node, topics).await;
+    }
     settle().await;
 
     let mut pub_a = publisher(nodes[0].addr, topic).await;

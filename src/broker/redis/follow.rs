@@ -201,6 +201,7 @@ impl Follower {
             Change::Unsubscribe(topic) => {
                 let channel = self.publisher.channel(&topic).into_bytes();
                 if self.topics.remove(&channel).is_some() {
+                    self.count_subscribed();
                     let mut pubsub = self.pubsub.clone();
                     let timeout = self.publisher.config.op_timeout;
                     let done = tokio::time::timeout(timeout, pubsub.unsubscribe(&channel[..]));
@@ -220,11 +221,21 @@ impl Follower {
                 if let Some(followed) = self.topics.get_mut(channel) {
                     followed.confirmed = true;
                 }
+                self.count_subscribed();
                 self.set_connected().await;
             }
             Ok(Err(error)) => tracing::debug!(%error, "subscribe failed; retried on the next tick"),
             Err(_) => tracing::debug!("subscribe timed out; retried on the next tick"),
         }
+    }
+
+    /// Publishes how many topics have their subscription confirmed
+    /// ([`BrokerStats::subscribed`](super::super::BrokerStats::subscribed)).
+    fn count_subscribed(&self) {
+        let confirmed = self.topics.values().filter(|f| f.confirmed).count();
+        self.counters
+            .subscribed
+            .store(confirmed as u64, Ordering::Relaxed);
     }
 
     async fn set_connected(&mut self) {
@@ -242,6 +253,7 @@ impl Follower {
                     followed.confirmed = false;
                     followed.stale = true;
                 }
+                self.count_subscribed();
                 if self.connected {
                     self.connected = false;
                     tracing::warn!("Redis pub/sub connection lost; reconnecting");
@@ -260,6 +272,7 @@ impl Follower {
                     }
                     None => false,
                 };
+                self.count_subscribed();
                 if stale {
                     self.recover(channel).await;
                 }
