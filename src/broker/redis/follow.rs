@@ -9,10 +9,10 @@
 //!
 //! A gap shows only when a later message arrives. So for a while after every (re)connection,
 //! and every [`RedisConfig::recheck_every`](super::RedisConfig::recheck_every) for each topic,
-//! the tick also compares the topic's last delivered position with the top of its stream, and reads
-//! from history what is still missing one tick later (what was merely in flight has arrived by
-//! then, so it is not delivered twice): a message missed live just before a topic falls quiet
-//! (a publish that raced the resubscription) is delivered within two ticks instead of waiting
+//! the tick also compares the topic's last delivered position with the top of its stream, and
+//! reads from history what is still missing a second later (what was merely in flight has
+//! arrived by then, so it is not delivered twice): a message missed live just before a topic
+//! falls quiet (a publish that raced the resubscription) is delivered then instead of waiting
 //! for the next publish.
 
 use std::collections::HashMap;
@@ -43,6 +43,9 @@ const MAX_BATCHES: usize = 64;
 /// How long after a (re)connection each tick checks every topic against its stream's top:
 /// at most this / [`TICK`] history reads per topic per reconnection.
 const RECHECK_FOR: Duration = Duration::from_secs(2);
+/// How long a recheck waits for what it found missing to arrive live before it reads history:
+/// well past any delivery delay, so a message in flight is not delivered twice.
+const MISSED_AFTER: Duration = Duration::from_secs(1);
 /// Topics one tick checks at most on the periodic recheck; the rest wait for the next ticks.
 const RECHECK_PER_TICK: usize = 256;
 
@@ -104,7 +107,7 @@ struct Followed {
     /// When a history read for this topic last failed.
     failed_at: Option<Instant>,
     /// The stream's top seen by the last recheck, when it was past `last`.
-    behind: Option<Position>,
+    behind: Option<(Position, Instant)>,
     /// When the topic was last checked against its stream's top.
     checked_at: Instant,
 }
@@ -538,22 +541,24 @@ impl Follower {
             followed.behind = None;
             return;
         }
-        // Still short of what the previous check saw: not in flight, missed.
-        let missed = followed.behind.is_some_and(|seen| {
+        // Still short of what an earlier check saw, long after: not in flight, missed.
+        let short = followed.behind.filter(|(seen, _)| {
             followed
                 .last
                 .is_some_and(|l| l.epoch != seen.epoch || l.offset < seen.offset)
         });
-        if missed {
-            followed.behind = None;
-            tracing::debug!(topic = %topic, "messages missed live; reading history");
-            self.recover(channel).await;
+        if let Some((_, seen_at)) = short {
+            if seen_at.elapsed() >= MISSED_AFTER {
+                followed.behind = None;
+                tracing::debug!(topic = %topic, "messages missed live; reading history");
+                self.recover(channel).await;
+            }
         } else if followed.behind.is_some() {
             // Caught up with what the previous check saw: the topic is moving, and its next
             // message would show a gap. Checked again in `recheck_every`.
             followed.behind = None;
         } else {
-            followed.behind = Some(top);
+            followed.behind = Some((top, Instant::now()));
         }
     }
 }

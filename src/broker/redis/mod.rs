@@ -124,7 +124,7 @@ impl RedisConfig {
     ///
     /// A missed message is found when the next one arrives; this bounds how long one missed
     /// just before a topic falls quiet can stay undelivered. What the check finds missing is
-    /// read from history a tick later if it has not arrived by then.
+    /// read from history if it has not arrived a second later.
     #[must_use]
     pub fn recheck_every(mut self, every: Duration) -> Self {
         self.recheck_every = every;
