@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::h2;
 use crate::load::{self, Spec, Until};
 use crate::process::ServerProcess;
 use crate::servers::{Kind, Server};
@@ -101,6 +102,27 @@ pub(crate) enum Tool {
     Syscalls,
 }
 
+/// How the load generator reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// An HTTP/1.1 upgrade (every server).
+    Http1,
+    /// An HTTP/2 extended CONNECT stream over h2c (RFC 8441), one connection per WebSocket,
+    /// DATA frames of up to 16 KiB toward the client (servers built on hyper-util's auto
+    /// builder: `tower-ws-auto`, `tower-ws-auto-wide`).
+    Http2,
+}
+
+impl Via {
+    /// What the output files of a run over this path are marked with.
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Http1 => "",
+            Self::Http2 => ".h2",
+        }
+    }
+}
+
 /// The system calls `Tool::Syscalls` counts: tokio reads with `recv` (`recvfrom`), writes with
 /// `send` (`sendto`) and vectored writes with `writev`.
 pub(crate) const SYSCALLS: [&str; 5] = [
@@ -135,12 +157,15 @@ fn count_run(
     dir: &Path,
     cores: Cores,
     tool: Tool,
+    via: Via,
 ) -> Result<Vec<u64>, Failure> {
     let (wrapper, out) = match tool {
         Tool::Instructions => {
             let out = dir.join(format!(
-                "{}.{}.{messages}.callgrind",
-                server.name, scenario.id
+                "{}.{}{}.{messages}.callgrind",
+                server.name,
+                scenario.id,
+                via.tag()
             ));
             let wrapper = vec![
                 "valgrind".to_string(),
@@ -151,7 +176,12 @@ fn count_run(
             (wrapper, out)
         }
         Tool::Syscalls => {
-            let out = dir.join(format!("{}.{}.{messages}.perf", server.name, scenario.id));
+            let out = dir.join(format!(
+                "{}.{}{}.{messages}.perf",
+                server.name,
+                scenario.id,
+                via.tag()
+            ));
             let mut wrapper: Vec<String> = ["perf", "stat", "-x,", "-o"].map(String::from).to_vec();
             wrapper.push(out.display().to_string());
             for event in SYSCALLS {
@@ -175,7 +205,16 @@ fn count_run(
         until: Until::Count { messages },
         raw: server.kind == Kind::Raw,
     };
-    let outcome = runtime.block_on(load::run(process.addr, process.pid(), spec))?;
+    let (addr, pid) = (process.addr, process.pid());
+    let outcome = runtime.block_on(async {
+        match via {
+            Via::Http1 => load::run(addr, pid, spec).await,
+            Via::Http2 => {
+                let conns = h2::connect_all(addr, 1, 1, h2::DEFAULT_MAX_FRAME).await?;
+                load::drive(conns, pid, spec).await
+            }
+        }
+    })?;
     if outcome.messages != messages {
         return Err(Failure::new(format!(
             "{} echoes of {messages}",
@@ -197,6 +236,7 @@ pub(crate) fn run_syscalls(
     scenarios: &[&'static Scenario],
     dir: &Path,
     cores: Cores,
+    via: Via,
 ) -> Result<String, Failure> {
     use std::fmt::Write as _;
     std::fs::create_dir_all(dir)?;
@@ -223,6 +263,7 @@ pub(crate) fn run_syscalls(
                 dir,
                 cores,
                 Tool::Syscalls,
+                via,
             )
             .and_then(|c1| {
                 let c2 = count_run(
@@ -233,6 +274,7 @@ pub(crate) fn run_syscalls(
                     dir,
                     cores,
                     Tool::Syscalls,
+                    via,
                 )?;
                 let n = crate::float(scenario.m2 - scenario.m1);
                 Ok(c1
@@ -260,6 +302,7 @@ pub(crate) fn run(
     runs: usize,
     dir: &Path,
     cores: Cores,
+    via: Via,
 ) -> Result<String, Failure> {
     let valgrind = std::process::Command::new("valgrind")
         .arg("--version")
@@ -285,9 +328,19 @@ pub(crate) fn run(
                     dir,
                     cores,
                     tool,
+                    via,
                 )
                 .and_then(|ir1| {
-                    let ir2 = count_run(runtime, server, scenario, scenario.m2, dir, cores, tool)?;
+                    let ir2 = count_run(
+                        runtime,
+                        server,
+                        scenario,
+                        scenario.m2,
+                        dir,
+                        cores,
+                        tool,
+                        via,
+                    )?;
                     Ok(ir2[0].saturating_sub(ir1[0]) / (scenario.m2 - scenario.m1))
                 });
                 match &per_message {
@@ -304,7 +357,7 @@ pub(crate) fn run(
         rows.push((server, row));
     }
     let mut out = table(&rows, scenarios);
-    out.push_str(&owners_table(servers, scenarios, dir));
+    out.push_str(&owners_table(servers, scenarios, dir, via));
     Ok(out)
 }
 
@@ -314,6 +367,7 @@ fn owners_table(
     servers: &[&'static Server],
     scenarios: &[&'static Scenario],
     dir: &Path,
+    via: Via,
 ) -> String {
     use std::fmt::Write as _;
     let mut out = String::from(
@@ -323,7 +377,14 @@ fn owners_table(
     );
     for &server in servers {
         for &scenario in scenarios {
-            let file = |m: u64| dir.join(format!("{}.{}.{m}.callgrind", server.name, scenario.id));
+            let file = |m: u64| {
+                dir.join(format!(
+                    "{}.{}{}.{m}.callgrind",
+                    server.name,
+                    scenario.id,
+                    via.tag()
+                ))
+            };
             let cell = match crate::breakdown::per_message(
                 &file(scenario.m1),
                 &file(scenario.m2),

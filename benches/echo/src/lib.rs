@@ -119,6 +119,9 @@ count options:
   --servers a,b      only these servers
   --scenarios a,b    only these scenarios (see `list`)
   --runs N           repetitions of each count (default 1)
+  --http2            reach the servers over HTTP/2 (h2c extended CONNECT, one connection per
+                     WebSocket) instead of HTTP/1.1; only tower-ws-auto and tower-ws-auto-wide
+                     speak it (count and syscalls)
 
 both:
   --uws PATH         the uWebSockets echo binary (default: $ECHO_BENCH_UWS, else
@@ -143,6 +146,8 @@ struct Options {
     core: Option<usize>,
     /// A cell of the user's own (`--conns`, `--in-flight`, `--size`, `--text`).
     custom: Option<matrix::Workload>,
+    /// `count` and `syscalls` over HTTP/2 (`--http2`).
+    via: count::Via,
 }
 
 /// The value after flag `name`, parsed.
@@ -173,6 +178,7 @@ fn parse_options(args: &[String]) -> Result<Options, Failure> {
         },
         core: None,
         custom: None,
+        via: count::Via::Http1,
     };
     let (mut rounds, mut warmup, mut window, mut idle_sockets) = (None, None, None, None);
     let (mut conns, mut in_flight, mut size, mut text) = (None, None, None, false);
@@ -193,6 +199,7 @@ fn parse_options(args: &[String]) -> Result<Options, Failure> {
             "--in-flight" => in_flight = Some(flag_value::<usize>(&mut iter, name)?),
             "--size" => size = Some(flag_value::<usize>(&mut iter, name)?),
             "--text" => text = true,
+            "--http2" => options.via = count::Via::Http2,
             "--runs" => options.runs = flag_value(&mut iter, name)?,
             "--cells" => options.cells = Some(list(flag_value(&mut iter, name)?)),
             "--servers" => options.servers = Some(list(flag_value(&mut iter, name)?)),
@@ -256,17 +263,20 @@ fn select<T>(
 
 /// The servers to run: the named ones, or every one that can run here.
 fn chosen_servers(options: &Options) -> Result<Vec<&'static servers::Server>, Failure> {
-    let mut chosen = select(servers::ALL, options.servers.as_ref(), |s| s.name)?;
-    if options.servers.is_none() {
-        chosen.retain(|s| {
+    // Named servers may include the HTTP/2-capable ones of `paths` (`servers::PATHS`).
+    if let Some(names) = &options.servers {
+        return names.iter().map(|name| servers::find(name)).collect();
+    }
+    Ok(servers::ALL
+        .iter()
+        .filter(|s| {
             let here = servers::available(s);
             if !here {
                 eprintln!("{}: not found here, left out (see --uws)", s.name);
             }
             here
-        });
-    }
-    Ok(chosen)
+        })
+        .collect())
 }
 
 /// The load generator's process: pinned to its core, with room for 10,000 sockets.
@@ -486,6 +496,7 @@ fn run_count(options: &Options) -> Result<(), Failure> {
         options.runs.max(1),
         &dir,
         options.cores,
+        options.via,
     )?;
     println!("{table}");
     Ok(())
@@ -502,7 +513,14 @@ fn run_syscalls(options: &Options) -> Result<(), Failure> {
         scenarios.len(),
         dir.display()
     );
-    let table = count::run_syscalls(&runtime, &servers, &scenarios, &dir, options.cores)?;
+    let table = count::run_syscalls(
+        &runtime,
+        &servers,
+        &scenarios,
+        &dir,
+        options.cores,
+        options.via,
+    )?;
     println!("{table}");
     Ok(())
 }
