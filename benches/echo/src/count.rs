@@ -123,6 +123,14 @@ impl Via {
     }
 }
 
+/// How a run is measured: with what, over which path, on which cores.
+#[derive(Debug, Clone, Copy)]
+struct Measure {
+    tool: Tool,
+    via: Via,
+    cores: Cores,
+}
+
 /// The system calls `Tool::Syscalls` counts: tokio reads with `recv` (`recvfrom`), writes with
 /// `send` (`sendto`) and vectored writes with `writev`.
 pub(crate) const SYSCALLS: [&str; 5] = [
@@ -155,10 +163,9 @@ fn count_run(
     scenario: &Scenario,
     messages: u64,
     dir: &Path,
-    cores: Cores,
-    tool: Tool,
-    via: Via,
+    how: Measure,
 ) -> Result<Vec<u64>, Failure> {
+    let Measure { tool, via, cores } = how;
     let (wrapper, out) = match tool {
         Tool::Instructions => {
             let out = dir.join(format!(
@@ -239,6 +246,11 @@ pub(crate) fn run_syscalls(
     via: Via,
 ) -> Result<String, Failure> {
     use std::fmt::Write as _;
+    let how = Measure {
+        tool: Tool::Syscalls,
+        via,
+        cores,
+    };
     std::fs::create_dir_all(dir)?;
     let mut out = String::from(
         "System calls per echoed message: `recvfrom` / `sendto` / `writev` / `epoll_wait` / `epoll_pwait` (perf stat, the \
@@ -255,35 +267,17 @@ pub(crate) fn run_syscalls(
     for &server in servers {
         let _ = write!(out, "| {} |", server.name);
         for &scenario in scenarios {
-            let per_message = count_run(
-                runtime,
-                server,
-                scenario,
-                scenario.m1,
-                dir,
-                cores,
-                Tool::Syscalls,
-                via,
-            )
-            .and_then(|c1| {
-                let c2 = count_run(
-                    runtime,
-                    server,
-                    scenario,
-                    scenario.m2,
-                    dir,
-                    cores,
-                    Tool::Syscalls,
-                    via,
-                )?;
-                let n = crate::float(scenario.m2 - scenario.m1);
-                Ok(c1
-                    .iter()
-                    .zip(&c2)
-                    .map(|(a, b)| format!("{:.3}", crate::float(b.saturating_sub(*a)) / n))
-                    .collect::<Vec<_>>()
-                    .join(" / "))
-            });
+            let per_message =
+                count_run(runtime, server, scenario, scenario.m1, dir, how).and_then(|c1| {
+                    let c2 = count_run(runtime, server, scenario, scenario.m2, dir, how)?;
+                    let n = crate::float(scenario.m2 - scenario.m1);
+                    Ok(c1
+                        .iter()
+                        .zip(&c2)
+                        .map(|(a, b)| format!("{:.3}", crate::float(b.saturating_sub(*a)) / n))
+                        .collect::<Vec<_>>()
+                        .join(" / "))
+                });
             let cell = per_message.unwrap_or_else(|e| format!("FAILED: {e}"));
             eprintln!("  {:<18} {:<20} {cell}", server.name, scenario.title);
             let _ = write!(out, " {cell} |");
@@ -319,30 +313,16 @@ pub(crate) fn run(
         for &scenario in scenarios {
             let mut counts = Vec::new();
             for _ in 0..runs {
-                let tool = Tool::Instructions;
-                let per_message = count_run(
-                    runtime,
-                    server,
-                    scenario,
-                    scenario.m1,
-                    dir,
-                    cores,
-                    tool,
+                let how = Measure {
+                    tool: Tool::Instructions,
                     via,
-                )
-                .and_then(|ir1| {
-                    let ir2 = count_run(
-                        runtime,
-                        server,
-                        scenario,
-                        scenario.m2,
-                        dir,
-                        cores,
-                        tool,
-                        via,
-                    )?;
-                    Ok(ir2[0].saturating_sub(ir1[0]) / (scenario.m2 - scenario.m1))
-                });
+                    cores,
+                };
+                let per_message = count_run(runtime, server, scenario, scenario.m1, dir, how)
+                    .and_then(|ir1| {
+                        let ir2 = count_run(runtime, server, scenario, scenario.m2, dir, how)?;
+                        Ok(ir2[0].saturating_sub(ir1[0]) / (scenario.m2 - scenario.m1))
+                    });
                 match &per_message {
                     Ok(n) => eprintln!(
                         "  {:<18} {:<20} {n} instructions per message",
