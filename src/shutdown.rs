@@ -1,32 +1,77 @@
 //! Graceful shutdown of a layer's WebSocket sessions.
 //!
 //! hyper-util's graceful shutdown waits for HTTP connections, but an upgraded connection has
-//! left hyper: only the layer knows its sessions. Each session task watches one shared
-//! [`Notify`] in its own state (no per-session registration or allocation), and a counter
-//! tells when all are done.
+//! left hyper: only the layer knows its sessions. The layer's [`Tracker`] keeps a slot per
+//! session task (its abort handle, and once its socket is built, its [`Closer`]), so shutdown
+//! reaches each session directly and a session task carries no shutdown watch of its own: an
+//! idle socket's task is that much smaller. A counter tells when all are done.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::proto::{CloseCode, Closer};
 
 /// Where shutdown is: new sessions are accepted only while `RUNNING`.
 const RUNNING: u8 = 0;
 /// Open sessions are asked to close with 1001.
 const CLOSING: u8 = 1;
-/// The deadline passed: remaining sessions drop their connections.
+/// The deadline passed: remaining sessions are aborted.
 const ABORTING: u8 = 2;
+
+/// The close reason sent when the layer shuts down.
+pub(crate) const SHUTTING_DOWN: &str = "server shutting down";
 
 /// What a layer's sessions share for shutdown.
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
     phase: AtomicU8,
-    /// Notified (to every waiter) when the phase changes.
-    changed: Notify,
     active: AtomicUsize,
     /// Notified (to every waiter) when the last session ends.
     idle: Notify,
+    /// The running session tasks, for shutdown to close and abort.
+    sessions: Mutex<Sessions>,
+}
+
+/// A slot per running session task, reused once its session ends.
+#[derive(Debug, Default)]
+struct Sessions {
+    slots: Vec<Slot>,
+    /// Indexes of the empty slots.
+    free: Vec<u32>,
+}
+
+/// One session task: how to abort it, and how to ask its socket to close.
+#[derive(Debug, Default)]
+struct Slot {
+    task: Option<AbortHandle>,
+    closer: Option<Closer>,
+}
+
+/// A [`SessionGuard`] with no slot: its task was never spawned.
+const NO_SLOT: u32 = u32::MAX;
+
+impl Sessions {
+    /// An empty slot's index (`NO_SLOT` once `u32::MAX - 1` sessions run at once).
+    fn reserve(&mut self) -> u32 {
+        if let Some(index) = self.free.pop() {
+            return index;
+        }
+        match u32::try_from(self.slots.len()) {
+            Ok(index) if index != NO_SLOT => {
+                self.slots.push(Slot::default());
+                index
+            }
+            _ => NO_SLOT,
+        }
+    }
+
+    fn get(&mut self, index: u32) -> Option<&mut Slot> {
+        self.slots.get_mut(usize::try_from(index).ok()?)
+    }
 }
 
 impl Tracker {
@@ -35,6 +80,7 @@ impl Tracker {
         self.active.fetch_add(1, Ordering::AcqRel);
         let guard = SessionGuard {
             tracker: Arc::clone(self),
+            slot: NO_SLOT,
         };
         (self.phase.load(Ordering::Acquire) == RUNNING).then_some(guard)
     }
@@ -43,18 +89,54 @@ impl Tracker {
         self.phase.load(Ordering::Acquire) >= CLOSING
     }
 
-    pub(crate) fn is_aborting(&self) -> bool {
-        self.phase.load(Ordering::Acquire) >= ABORTING
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        // Nothing panics while holding the lock; were it poisoned, the slots are still whole.
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A future that resolves at the next phase change after this call.
-    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.changed.notified()
+    /// Spawns a session task, made by `task` with `guard` (which then holds the task's slot),
+    /// and keeps its abort handle for shutdown.
+    fn spawn<F>(&self, mut guard: SessionGuard, task: impl FnOnce(SessionGuard) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        // Locked until the abort handle is stored: the task cannot end, and free its slot for
+        // another session, before then.
+        let mut sessions = self.sessions();
+        guard.slot = sessions.reserve();
+        let slot = guard.slot;
+        let handle: JoinHandle<()> = tokio::spawn(task(guard));
+        if self.phase.load(Ordering::Acquire) >= ABORTING {
+            handle.abort();
+        } else if let Some(free) = sessions.get(slot) {
+            free.task = Some(handle.abort_handle());
+        }
+    }
+
+    /// Keeps the closer of the socket of the session in `guard`'s slot, so that shutdown can
+    /// ask it to close; if shutdown has begun, asks it now.
+    fn opened(&self, guard: &SessionGuard, closer: &Closer) {
+        if let Some(slot) = self.sessions().get(guard.slot) {
+            slot.closer = Some(closer.clone());
+        }
+        // After the slot is filled: a shutdown that began before saw no closer there.
+        if self.is_closing() {
+            closer.close(CloseCode::GOING_AWAY, SHUTTING_DOWN);
+        }
     }
 
     fn advance(&self, phase: u8) {
         self.phase.fetch_max(phase, Ordering::AcqRel);
-        self.changed.notify_waiters();
+        let mut sessions = self.sessions();
+        for slot in &mut sessions.slots {
+            if phase >= ABORTING {
+                if let Some(task) = &slot.task {
+                    task.abort();
+                }
+            } else if let Some(closer) = &slot.closer {
+                closer.close(CloseCode::GOING_AWAY, SHUTTING_DOWN);
+            }
+        }
     }
 
     fn active(&self) -> usize {
@@ -73,20 +155,46 @@ impl Tracker {
     }
 }
 
-/// One session's place in its layer's count; dropped when the session's task ends.
+/// One session's place in its layer's count (and, once its task is spawned, its slot);
+/// dropped when the session's task ends.
 #[derive(Debug)]
 pub(crate) struct SessionGuard {
     tracker: Arc<Tracker>,
+    slot: u32,
 }
 
 impl SessionGuard {
     pub(crate) fn tracker(&self) -> &Tracker {
         &self.tracker
     }
+
+    /// Spawns the session task `task` makes with this guard, and keeps its abort handle for
+    /// shutdown.
+    pub(crate) fn spawn<F>(self, task: impl FnOnce(Self) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let tracker = Arc::clone(&self.tracker);
+        tracker.spawn(self, task);
+    }
+
+    /// Makes the session's socket reachable by shutdown through `closer`; if shutdown has
+    /// begun, asks it to close now.
+    pub(crate) fn opened(&self, closer: &Closer) {
+        self.tracker.opened(self, closer);
+    }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        if self.slot != NO_SLOT {
+            let mut sessions = self.tracker.sessions();
+            let emptied = sessions.get(self.slot).map(std::mem::take);
+            sessions.free.push(self.slot);
+            drop(sessions);
+            // The handle and closer are dropped outside the lock.
+            drop(emptied);
+        }
         if self.tracker.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.tracker.idle.notify_waiters();
         }
@@ -135,7 +243,7 @@ impl Shutdown {
     ///    time the handler polls the socket (a handler waiting in `recv` is woken for it),
     ///    the handler's stream ends when the client answers, and the handler returns.
     /// 3. When every handler has returned, or at `timeout`, this resolves. Sessions still
-    ///    running at the deadline are dropped: their connections close without the rest of
+    ///    running at the deadline are aborted: their connections close without the rest of
     ///    the close handshake, as soon as their tasks are next polled, which the abort wakes
     ///    them for.
     ///

@@ -11,33 +11,50 @@ use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use hyper::upgrade::OnUpgrade;
-use tokio::sync::futures::Notified;
 use tracing::Instrument;
 
 use crate::error::BoxError;
 use crate::handler::{Handler, Handshake, Session};
 use crate::io::UpgradedIo;
 use crate::proto::core::Core;
-use crate::proto::{CloseCode, Closer, Config, Role, WebSocket};
-use crate::shutdown::{SessionGuard, Tracker};
+use crate::proto::{CloseCode, Config, Role, WebSocket};
+use crate::shutdown::{SHUTTING_DOWN, SessionGuard};
 
-tokio::task_local! {
-    /// Where a socket dropped by its handler while still open leaves its connection, so the
-    /// session task can close it properly. Boxed, so the slot costs a pointer per session.
-    static PARKED: Cell<Option<Box<Core<UpgradedIo>>>>;
+thread_local! {
+    /// Where a session socket dropped by its handler while still open leaves its connection.
+    /// Armed only while [`Drive`] polls or drops a handler's future on this thread, which then
+    /// keeps what was parked for [`run`] to close; a task-local would cost every session task
+    /// its slot and a swap on every poll.
+    static PARKING: Cell<Parking> = const { Cell::new(Parking::Off) };
+}
+
+/// The state of [`PARKING`].
+#[derive(Default)]
+enum Parking {
+    /// No handler's future is being polled: a dropped socket is simply dropped.
+    #[default]
+    Off,
+    /// A handler's future is being polled or dropped.
+    Armed,
+    /// What its socket left behind.
+    Parked(Box<Core<UpgradedIo>>),
 }
 
 /// The park hook of session sockets: runs when the socket (or its last split half) is
-/// dropped. Inside its session task the connection is kept for [`run`] to close; anywhere else
-/// (the handler moved the socket into a task of its own) the socket is simply dropped.
+/// dropped. Inside its session task's poll the connection is kept for [`run`] to close;
+/// anywhere else (the handler moved the socket into a task of its own) the socket is simply
+/// dropped.
 fn park(core: &mut Core<UpgradedIo>) {
-    let _ = PARKED.try_with(|slot| {
-        if let Some(open) = core.detach(UpgradedIo::detached()) {
-            slot.set(Some(Box::new(open)));
-        }
+    let _ = PARKING.try_with(|slot| match slot.take() {
+        Parking::Armed => slot.set(match core.detach(UpgradedIo::detached()) {
+            Some(open) => Parking::Parked(Box::new(open)),
+            None => Parking::Armed,
+        }),
+        // Off: outside any session's poll. Parked: one connection is kept already.
+        other => slot.set(other),
     });
 }
 
@@ -47,9 +64,6 @@ enum Ending {
     Returned,
     Failed,
 }
-
-/// The close reason sent when the layer shuts down.
-const SHUTTING_DOWN: &str = "server shutting down";
 
 /// What a session task starts on its socket: the layer's [`Handler`] with the request's
 /// [`Handshake`] ([`LayerSession`]), or the axum extractor's callback.
@@ -110,13 +124,14 @@ pub(crate) fn spawn<S: Start>(
     guard: SessionGuard,
     span: tracing::Span,
 ) {
-    let task = session_task(on_upgrade, session, setup, config, guard);
     // A disabled span (no subscriber wants DEBUG here) is not kept: it would cost each socket
     // its 40 bytes for as long as the session lives, and a span enter and exit per poll.
     if span.is_disabled() {
-        tokio::spawn(task);
+        guard.spawn(|guard| session_task(on_upgrade, session, setup, config, guard));
     } else {
-        tokio::spawn(task.instrument(span));
+        guard.spawn(|guard| {
+            session_task(on_upgrade, session, setup, config, guard).instrument(span)
+        });
     }
 }
 
@@ -150,17 +165,15 @@ struct Begin<S> {
     config: Config,
 }
 
+/// The session task. Shutdown reaches it through the layer's tracker (`guard`'s slot): its
+/// socket's closer asks for a 1001 close, and at the deadline its task is aborted wherever it
+/// waits (readiness, upgrade, handler, final close), so nothing here watches for shutdown.
 async fn run<S: Start>(mut begin: Box<Begin<S>>, guard: SessionGuard) {
-    let tracker = guard.tracker();
     // Readiness first, so that nothing but hyper's small upgrade handle waits with it.
-    let ready: Result<(), BoxError> =
-        match Watched::new(tracker, None, poll_fn(|cx| begin.session.poll_ready(cx))).await {
-            Some(ready) => ready,
-            None => return,
-        };
-    let upgraded = match Watched::new(tracker, None, &mut begin.on_upgrade).await {
-        Some(Ok(upgraded)) => upgraded,
-        Some(Err(error)) => {
+    let ready: Result<(), BoxError> = poll_fn(|cx| begin.session.poll_ready(cx)).await;
+    let upgraded = match (&mut begin.on_upgrade).await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
             tracing::warn!(
                 error = %error,
                 "websocket upgrade failed: the connection closed before the handshake \
@@ -170,7 +183,6 @@ async fn run<S: Start>(mut begin: Box<Begin<S>>, guard: SessionGuard) {
             unbox(begin).session.upgrade_failed(error);
             return;
         }
-        None => return,
     };
     // Out of the box in synchronous code: nothing of it is kept across an await.
     let Begin {
@@ -183,38 +195,24 @@ async fn run<S: Start>(mut begin: Box<Begin<S>>, guard: SessionGuard) {
         log_error("websocket handler not ready", &*error);
         let socket = socket(upgraded, setup, config);
         (CloseCode::INTERNAL_ERROR, "", Some(Box::new(socket)))
-    } else if tracker.is_closing() {
+    } else if guard.tracker().is_closing() {
         let socket = socket(upgraded, setup, config);
         (CloseCode::GOING_AWAY, SHUTTING_DOWN, Some(Box::new(socket)))
     } else {
-        match start(tracker, session, upgraded, setup, config).await {
-            None => {
-                tracing::debug!("websocket session dropped at the shutdown deadline");
-                return;
-            }
-            Some((ending, parked)) => {
-                let code = match ending {
-                    Ending::Returned => CloseCode::NORMAL,
-                    Ending::Failed => CloseCode::INTERNAL_ERROR,
-                };
-                (
-                    code,
-                    "",
-                    parked.map(|core| Box::new(WebSocket::from_core(*core))),
-                )
-            }
-        }
+        let (ending, parked) = start(&guard, session, upgraded, setup, config).await;
+        let code = match ending {
+            Ending::Returned => CloseCode::NORMAL,
+            Ending::Failed => CloseCode::INTERNAL_ERROR,
+        };
+        (
+            code,
+            "",
+            parked.map(|core| Box::new(WebSocket::from_core(*core))),
+        )
     };
     if let Some(socket) = parked {
-        // Still bounded by the deadline: a peer that never answers the close must not hold
-        // shutdown up.
-        if Watched::new(tracker, None, close(socket, code, reason))
-            .await
-            .is_none()
-        {
-            tracing::debug!("websocket session dropped at the shutdown deadline");
-            return;
-        }
+        // Still bounded by the deadline: the abort reaches this wait too.
+        close(socket, code, reason).await;
     }
     tracing::debug!("websocket session ended");
 }
@@ -250,27 +248,21 @@ fn socket(
     socket
 }
 
-/// Builds the socket, hands it to the session, and returns the session's future, watched for
-/// shutdown, inside the [`PARKED`] scope. Synchronous, so the socket is never stored twice.
+/// Builds the socket, hands it to the session, makes the socket's closer reachable by the
+/// layer's shutdown, and returns the session's future. Synchronous, so the socket is never
+/// stored twice.
 fn start<S: Start>(
-    tracker: &Tracker,
+    guard: &SessionGuard,
     session: S,
     upgraded: hyper::upgrade::Upgraded,
     setup: SocketSetup,
     config: Config,
-) -> Watched<'_, tokio::task::futures::TaskLocalFuture<Parked, Drive<S::Future>>> {
+) -> Drive<S::Future> {
     let mut socket = socket(upgraded, setup, config);
-    let closer = socket.closer();
+    guard.opened(&socket.closer());
     socket.set_park(park);
-    let future = session.start(socket);
-    Watched::new(
-        tracker,
-        Some(closer),
-        PARKED.scope(Cell::new(None), Drive::new(future)),
-    )
+    Drive::new(session.start(socket))
 }
-
-type Parked = Cell<Option<Box<Core<UpgradedIo>>>>;
 
 /// Closes `socket` with `code` (the engine bounds the wait for the peer's answer by the close
 /// timeout) and logs how it went. Boxed: a socket waiting to be closed is rare, and the box
@@ -287,77 +279,13 @@ async fn close(mut socket: Box<WebSocket<UpgradedIo>>, code: CloseCode, reason: 
 }
 
 pin_project_lite::pin_project! {
-    /// Runs `future` until it completes (`Some`) or the layer's shutdown deadline passes
-    /// (`None`, and `future` is dropped with the task). When shutdown begins, asks the session
-    /// to close with 1001 through `closer`.
-    struct Watched<'a, F> {
-        tracker: &'a Tracker,
-        #[pin]
-        changed: Notified<'a>,
-        // The waker `changed` was last polled with: while the task's waker is the same, the
-        // registration stands and polling `changed` again (a lock in tokio) can be skipped.
-        registered: Option<Waker>,
-        closer: Option<Closer>,
-        #[pin]
-        future: F,
-    }
-}
-
-impl<'a, F> Watched<'a, F> {
-    fn new(tracker: &'a Tracker, closer: Option<Closer>, future: F) -> Self {
-        Self {
-            // Created before the phase is first checked, so no change is missed.
-            changed: tracker.changed(),
-            registered: None,
-            tracker,
-            closer,
-            future,
-        }
-    }
-}
-
-impl<F: Future> Future for Watched<'_, F> {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            if this.tracker.is_aborting() {
-                return Poll::Ready(None);
-            }
-            if this.tracker.is_closing()
-                && let Some(closer) = this.closer.take()
-            {
-                closer.close(CloseCode::GOING_AWAY, SHUTTING_DOWN);
-            }
-            if let Poll::Ready(output) = this.future.as_mut().poll(cx) {
-                return Poll::Ready(Some(output));
-            }
-            if this
-                .registered
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-                && !this.tracker.is_closing()
-            {
-                // Registered with this task's waker, and nothing changed since.
-                return Poll::Pending;
-            }
-            if this.changed.as_mut().poll(cx).is_pending() {
-                *this.registered = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            *this.registered = None;
-            this.changed.set(this.tracker.changed());
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Drives the handler's future, catching a panic; once it ends, drops it (inside the
-    /// [`PARKED`] scope, so an open socket it held is parked) and takes the parked connection.
+    /// Drives the handler's future, catching a panic, with [`PARKING`] armed, and keeps what
+    /// the handler's socket parked when it was dropped while open; once the future ends, drops
+    /// it (armed too) and returns the parked connection.
     struct Drive<F> {
         #[pin]
         future: Option<F>,
+        parked: Option<Box<Core<UpgradedIo>>>,
     }
 }
 
@@ -365,7 +293,23 @@ impl<F> Drive<F> {
     fn new(future: F) -> Self {
         Self {
             future: Some(future),
+            parked: None,
         }
+    }
+}
+
+/// Arms [`PARKING`] for a call into the handler's future and returns what it held (restored by
+/// [`disarm`], so a nested use cannot disarm an outer one).
+fn arm() -> Parking {
+    PARKING
+        .try_with(|slot| slot.replace(Parking::Armed))
+        .unwrap_or_default()
+}
+
+/// Puts back what [`arm`] returned, and keeps in `parked` what was parked meanwhile.
+fn disarm(previous: Parking, parked: &mut Option<Box<Core<UpgradedIo>>>) {
+    if let Ok(Parking::Parked(core)) = PARKING.try_with(|slot| slot.replace(previous)) {
+        *parked = Some(core);
     }
 }
 
@@ -377,12 +321,18 @@ where
     type Output = (Ending, Option<Box<Core<UpgradedIo>>>);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut future = self.project().future;
+        let this = self.project();
+        let mut future = this.future;
         let Some(running) = future.as_mut().as_pin_mut() else {
-            return Poll::Ready((Ending::Returned, None));
+            return Poll::Ready((Ending::Returned, this.parked.take()));
         };
-        let ending = match catch_unwind(AssertUnwindSafe(|| running.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
+        let previous = arm();
+        let polled = catch_unwind(AssertUnwindSafe(|| running.poll(cx)));
+        let ending = match polled {
+            Ok(Poll::Pending) => {
+                disarm(previous, this.parked);
+                return Poll::Pending;
+            }
             Ok(Poll::Ready(Ok(()))) => Ending::Returned,
             Ok(Poll::Ready(Err(error))) => {
                 let error: BoxError = error.into();
@@ -411,8 +361,8 @@ where
         if catch_unwind(AssertUnwindSafe(|| future.set(None))).is_err() {
             tracing::error!("websocket handler future panicked while dropped");
         }
-        let parked = PARKED.try_with(Cell::take).ok().flatten();
-        Poll::Ready((ending, parked))
+        disarm(previous, this.parked);
+        Poll::Ready((ending, this.parked.take()))
     }
 }
 
@@ -460,6 +410,7 @@ mod tests {
 
     use super::*;
     use crate::handler::handler_fn;
+    use crate::shutdown::Tracker;
 
     #[test]
     fn the_session_task_adds_little_to_the_handlers_future() {
@@ -488,7 +439,7 @@ mod tests {
         let overhead = std::mem::size_of_val(&task) - handler_future;
         // Each session is one task for as long as its socket lives: what the layer adds to
         // the handler's own future is paid per idle socket.
-        assert!(overhead <= 320, "the session task adds {overhead} bytes");
+        assert!(overhead <= 160, "the session task adds {overhead} bytes");
     }
 
     fn size_of_handler_future<H: Handler>(_: &H) -> usize {

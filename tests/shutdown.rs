@@ -277,3 +277,87 @@ async fn shut_down_a_thousand_sockets(silent: bool) -> (usize, Duration) {
     .await;
     (dropped, returned)
 }
+
+#[tokio::test]
+async fn sessions_that_came_and_went_leave_shutdown_reaching_every_open_one() {
+    // The layer keeps a slot per running session and reuses the slots of ended ones: after
+    // sessions end and new ones take their slots, shutdown must still reach every open socket
+    // (and nothing else).
+    let layer = UpgradeLayer::new(support::echo());
+    let shutdown = layer.shutdown_handle();
+    let addr = serve(ServiceBuilder::new().layer(layer).service(inner())).await;
+    let until_active = |n: usize| {
+        let shutdown = shutdown.clone();
+        bounded(async move {
+            while shutdown.active() != n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut kept = Vec::new();
+    for round in 0..3 {
+        let mut leaving = Vec::new();
+        for i in 0..20 {
+            let client = connect(addr, "/ws").await;
+            if i % 2 == 0 {
+                kept.push(client);
+            } else {
+                leaving.push(client);
+            }
+        }
+        until_active(kept.len() + leaving.len()).await;
+        for mut client in leaving {
+            bounded(client.close(None)).await.unwrap();
+        }
+        until_active(kept.len()).await;
+        assert_eq!(kept.len(), 10 * (round + 1));
+    }
+    let readers: Vec<_> = kept
+        .into_iter()
+        .map(|mut client| tokio::spawn(async move { close_code(&mut client).await }))
+        .collect();
+    let dropped = bounded(shutdown.shutdown(Duration::from_secs(5))).await;
+    assert_eq!(dropped, 0);
+    assert_eq!(shutdown.active(), 0);
+    for reader in readers {
+        assert_eq!(bounded(reader).await.unwrap(), Some(1001));
+    }
+}
+
+#[tokio::test]
+async fn a_socket_its_handler_dropped_open_is_closed_when_the_handler_returns() {
+    // The handler lets go of its socket after the first message and goes on working: the
+    // layer keeps the connection and closes it (1000) once the handler returns, not before,
+    // and not abruptly.
+    let (dropped_tx, mut dropped_rx) = tokio::sync::mpsc::unbounded_channel();
+    let handler = handler_fn(move |Session { mut socket, .. }| {
+        let dropped_tx = dropped_tx.clone();
+        async move {
+            let _ = socket.recv().await;
+            drop(socket);
+            let _ = dropped_tx.send(Instant::now());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let addr = serve(
+        ServiceBuilder::new()
+            .layer(UpgradeLayer::new(handler))
+            .service(inner()),
+    )
+    .await;
+    let mut client = connect(addr, "/ws").await;
+    futures_util::SinkExt::send(
+        &mut client,
+        tokio_tungstenite::tungstenite::Message::text("x"),
+    )
+    .await
+    .unwrap();
+    let dropped_at = bounded(dropped_rx.recv()).await.unwrap();
+    let code = bounded(close_code(&mut client)).await;
+    assert_eq!(code, Some(1000));
+    assert!(
+        dropped_at.elapsed() >= Duration::from_millis(250),
+        "closed {:?} after the socket was dropped, before the handler returned",
+        dropped_at.elapsed()
+    );
+}
