@@ -47,30 +47,55 @@ struct Sessions {
 /// One session task: how to abort it, and how to ask its socket to close.
 #[derive(Debug, Default)]
 struct Slot {
+    /// Counts the sessions that held the slot, so that a late write for one that has ended
+    /// (its slot freed, perhaps taken again) is told apart and dropped.
+    generation: u32,
     task: Option<AbortHandle>,
     closer: Option<Closer>,
 }
 
-/// A [`SessionGuard`] with no slot: its task was never spawned.
-const NO_SLOT: u32 = u32::MAX;
+/// A session's slot: its index and the generation it holds it in (8 bytes, so that the
+/// guard, which every session task holds, stays at 16).
+#[derive(Debug, Clone, Copy)]
+struct SlotId {
+    /// [`SlotId::NONE`]'s until the task is spawned.
+    index: u32,
+    generation: u32,
+}
+
+impl SlotId {
+    /// No slot: the task was never spawned (or `u32::MAX` sessions run at once).
+    const NONE: Self = Self {
+        index: u32::MAX,
+        generation: 0,
+    };
+}
 
 impl Sessions {
-    /// An empty slot's index (`NO_SLOT` once `u32::MAX - 1` sessions run at once).
-    fn reserve(&mut self) -> u32 {
-        if let Some(index) = self.free.pop() {
-            return index;
-        }
-        match u32::try_from(self.slots.len()) {
-            Ok(index) if index != NO_SLOT => {
-                self.slots.push(Slot::default());
-                index
-            }
-            _ => NO_SLOT,
-        }
+    /// An empty slot ([`SlotId::NONE`] once `u32::MAX - 1` sessions run at once).
+    fn reserve(&mut self) -> SlotId {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => match u32::try_from(self.slots.len()) {
+                Ok(index) if index != SlotId::NONE.index => {
+                    self.slots.push(Slot::default());
+                    index
+                }
+                _ => return SlotId::NONE,
+            },
+        };
+        let generation = self.get_any(index).map_or(0, |slot| slot.generation);
+        SlotId { index, generation }
     }
 
-    fn get(&mut self, index: u32) -> Option<&mut Slot> {
+    fn get_any(&mut self, index: u32) -> Option<&mut Slot> {
         self.slots.get_mut(usize::try_from(index).ok()?)
+    }
+
+    /// The slot, if `id`'s session still holds it.
+    fn get(&mut self, id: SlotId) -> Option<&mut Slot> {
+        let slot = self.get_any(id.index)?;
+        (slot.generation == id.generation).then_some(slot)
     }
 }
 
@@ -80,7 +105,7 @@ impl Tracker {
         self.active.fetch_add(1, Ordering::AcqRel);
         let guard = SessionGuard {
             tracker: Arc::clone(self),
-            slot: NO_SLOT,
+            slot: SlotId::NONE,
         };
         (self.phase.load(Ordering::Acquire) == RUNNING).then_some(guard)
     }
@@ -100,16 +125,17 @@ impl Tracker {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        // Locked until the abort handle is stored: the task cannot end, and free its slot for
-        // another session, before then.
-        let mut sessions = self.sessions();
-        guard.slot = sessions.reserve();
+        guard.slot = self.sessions().reserve();
         let slot = guard.slot;
+        // Not under the lock: `spawn` drops the task at once on a runtime that is shutting
+        // down (and unwinds through it without one), and the guard's drop takes the lock. The
+        // task may also end before its handle is stored: the slot's generation tells.
         let handle: JoinHandle<()> = tokio::spawn(task(guard));
+        let mut sessions = self.sessions();
         if self.phase.load(Ordering::Acquire) >= ABORTING {
             handle.abort();
-        } else if let Some(free) = sessions.get(slot) {
-            free.task = Some(handle.abort_handle());
+        } else if let Some(running) = sessions.get(slot) {
+            running.task = Some(handle.abort_handle());
         }
     }
 
@@ -160,7 +186,7 @@ impl Tracker {
 #[derive(Debug)]
 pub(crate) struct SessionGuard {
     tracker: Arc<Tracker>,
-    slot: u32,
+    slot: SlotId,
 }
 
 impl SessionGuard {
@@ -187,10 +213,16 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        if self.slot != NO_SLOT {
+        if self.slot.index != SlotId::NONE.index {
+            let id = self.slot;
             let mut sessions = self.tracker.sessions();
-            let emptied = sessions.get(self.slot).map(std::mem::take);
-            sessions.free.push(self.slot);
+            let emptied = sessions.get(id).map(|slot| {
+                slot.generation = slot.generation.wrapping_add(1);
+                (slot.task.take(), slot.closer.take())
+            });
+            if emptied.is_some() {
+                sessions.free.push(id.index);
+            }
             drop(sessions);
             // The handle and closer are dropped outside the lock.
             drop(emptied);
@@ -274,5 +306,65 @@ impl Shutdown {
     /// Whether [`shutdown`](Self::shutdown) has been called.
     pub fn is_shutting_down(&self) -> bool {
         self.tracker.is_closing()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Runs `f` on a thread of its own and fails if it has not returned within 10 s (a
+    /// deadlock would otherwise hang the test run).
+    fn within_10s(f: impl FnOnce() + Send + 'static) {
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("did not return within 10 s: deadlocked?");
+    }
+
+    #[test]
+    fn a_task_dropped_by_spawn_itself_frees_its_slot() {
+        // On a runtime that has shut down, `tokio::spawn` drops the task at once, inside the
+        // call: the guard it holds must be able to free its slot then.
+        within_10s(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let handle = runtime.handle().clone();
+            drop(runtime);
+            let _entered = handle.enter();
+            let tracker = Arc::new(Tracker::default());
+            let guard = tracker.enter().unwrap();
+            guard.spawn(|guard| async move { drop(guard) });
+            assert_eq!(tracker.active(), 0);
+            // The freed slot is taken again by the next session.
+            let mut sessions = tracker.sessions();
+            assert_eq!(sessions.free.len(), 1);
+            assert_eq!(sessions.reserve().generation, 1);
+        });
+    }
+
+    #[test]
+    fn a_stale_slot_id_reaches_nothing() {
+        let mut sessions = Sessions::default();
+        let first = sessions.reserve();
+        let slot = sessions.get(first).unwrap();
+        slot.generation += 1;
+        sessions.free.push(first.index);
+        let second = sessions.reserve();
+        assert_eq!(second.index, first.index);
+        assert!(
+            sessions.get(first).is_none(),
+            "the ended session's id still reaches the slot"
+        );
+        assert!(sessions.get(second).is_some());
+        assert!(sessions.get(SlotId::NONE).is_none());
     }
 }

@@ -19,7 +19,7 @@ const SOCKETS: usize = 500;
 
 /// The bound: the session task (640 bytes with every feature: tokio rounds a task up to a
 /// multiple of 128 bytes), tokio's registration (256), the close signal (96) and the
-/// session's slot in the layer's shutdown tracker (16) come to 1,008 bytes; 50 more allow for
+/// session's slot in the layer's shutdown tracker (24) come to 1,016 bytes; 42 more allow for
 /// allocator rounding, the tracker's growth and feature differences, but not for another
 /// buffer or a task grown into its next 128 bytes. Without optimisations (`cargo test`) the
 /// compiler lays the task's future out less tightly, and the task takes the next 128 bytes.
